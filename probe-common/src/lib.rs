@@ -1,0 +1,429 @@
+//! The one ABI shared by `probe-ebpf` (kernel side) and `probe-user` (userspace).
+//!
+//! Everything that crosses the ring buffer or is handed to the probes as global data is defined
+//! here, `#[repr(C)]`, with explicit padding fields so that no byte is left uninitialised (the
+//! verifier rejects reads of uninitialised stack, and userspace must never see garbage).
+//!
+//! Data path: probes fill [`AttemptEvent`] / [`WaiterEvent`] records → ring buffer `EVENTS` →
+//! userspace decodes them with [`EventKind`] and classifies attempts with its attribution module.
+#![no_std]
+
+/// Length of `task_struct::comm`.
+pub const COMM_LEN: usize = 16;
+/// Length we keep of `module::name` (MODULE_NAME_LEN is 56; driver names are short).
+pub const DRIVER_LEN: usize = 16;
+
+/// Names of the maps and globals, used by both sides so that a rename cannot silently break.
+pub mod names {
+    pub const EVENTS: &str = "EVENTS";
+    pub const THREADS: &str = "THREADS";
+    pub const MM_WATCH: &str = "MM_WATCH";
+    pub const WAITERS: &str = "WAITERS";
+    pub const STATS: &str = "STATS";
+    pub const CONFIG: &str = "CONFIG";
+}
+
+/// `vm_fault->flags` bits (include/linux/mm_types.h); identical from 5.4 to 6.19 on x86.
+pub mod fault_flag {
+    pub const WRITE: u32 = 0x1;
+    pub const ALLOW_RETRY: u32 = 0x4;
+    pub const RETRY_NOWAIT: u32 = 0x8;
+    pub const KILLABLE: u32 = 0x10;
+    pub const TRIED: u32 = 0x20;
+    pub const USER: u32 = 0x40;
+    pub const INTERRUPTIBLE: u32 = 0x200;
+    /// 6.4+: the fault runs under the per-VMA lock instead of mmap_lock.
+    pub const VMA_LOCK: u32 = 0x1000;
+}
+
+/// `vm_fault_t` bits (include/linux/mm_types.h).
+pub mod vm_fault {
+    pub const SIGBUS: u32 = 0x2;
+    pub const MAJOR: u32 = 0x4;
+    pub const SIGSEGV: u32 = 0x40;
+    pub const NOPAGE: u32 = 0x100;
+    pub const RETRY: u32 = 0x400;
+    pub const ERROR_MASK: u32 = 0x0001 | SIGBUS | SIGSEGV | 0x10 | 0x20 | 0x800;
+}
+
+/// Struct member offsets in bytes, resolved from vmlinux BTF by userspace (aya-ebpf in Rust has
+/// no CO-RE field relocations). Only vmlinux types are used, so a ttm.ko without BTF (a
+/// self-built one) still works.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelLayout {
+    /// `struct vm_fault` → `vma` (inside an anonymous struct since 5.18).
+    pub vm_fault_vma: u32,
+    /// `struct vm_fault` → `flags`.
+    pub vm_fault_flags: u32,
+    /// `struct vm_area_struct` → `vm_mm`.
+    pub vma_vm_mm: u32,
+    /// `struct vm_area_struct` → `vm_file`.
+    pub vma_vm_file: u32,
+    /// `struct file` → `f_op`.
+    pub file_f_op: u32,
+    /// `struct file_operations` → `owner`.
+    pub fops_owner: u32,
+    /// `struct module` → `name`.
+    pub module_name: u32,
+    /// `struct mm_struct` → `mmap_lock` (was `mmap_sem` before 5.8).
+    pub mm_mmap_lock: u32,
+    /// `struct ww_mutex` → owner word (`base.owner` for mutex, `base.rtmutex.owner` on RT).
+    pub ww_mutex_owner: u32,
+    /// `struct task_struct` → `pid`.
+    pub task_pid: u32,
+    /// `struct task_struct` → `tgid`.
+    pub task_tgid: u32,
+    /// `struct task_struct` → `comm`.
+    pub task_comm: u32,
+}
+
+/// Run-time configuration handed to the probes as the global `CONFIG` before load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProbeConfig {
+    pub layout: KernelLayout,
+    /// Only follow faults of this thread group (0: every process).
+    pub filter_tgid: u32,
+    /// Non-zero: only follow faults of tasks whose comm equals `filter_comm`.
+    pub filter_comm_set: u32,
+    pub filter_comm: [u8; COMM_LEN],
+    /// Our own thread group, never traced (the tool must not observe itself).
+    pub self_tgid: u32,
+    /// Bit set of [`config_flag`].
+    pub flags: u32,
+}
+
+pub mod config_flag {
+    /// `ww_mutex_trylock` is a real function (5.16+) and its kretprobe is attached.
+    pub const TRYLOCK_PROBED: u32 = 0x1;
+}
+
+/// What kind of TTM entry point an attempt went through.
+pub mod attempt_kind {
+    /// A page fault: `ttm_bo_vm_fault` or a driver handler calling `ttm_bo_vm_reserve`.
+    pub const FAULT: u8 = 1;
+    /// `ttm_bo_vm_access` (ptrace, /proc/PID/mem): reservation taken with mmap_lock held.
+    pub const ACCESS: u8 = 2;
+}
+
+/// Observed result of `dma_resv_trylock` inside `ttm_bo_vm_reserve`.
+pub mod trylock {
+    /// Not observed (kernel < 5.16 inlines the trylock; no reserve call in this attempt).
+    pub const UNKNOWN: u8 = 0;
+    pub const ACQUIRED: u8 = 1;
+    pub const FAILED: u8 = 2;
+}
+
+/// Discriminant at offset 0 of every ring-buffer record.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// One attempt of a fault episode (or one `ttm_bo_vm_access` call) ended.
+    Attempt = 1,
+    /// A task stopped waiting for an mmap_lock that a TTM fault held.
+    Waiter = 2,
+    /// An episode ended without a completing attempt (thread exit, signal after RETRY).
+    Abandoned = 3,
+}
+
+impl EventKind {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::Attempt),
+            2 => Some(Self::Waiter),
+            3 => Some(Self::Abandoned),
+            _ => None,
+        }
+    }
+}
+
+/// Flag bits in [`AttemptEvent::flags`].
+pub mod attempt_flag {
+    /// This attempt ended its episode (it did not return VM_FAULT_RETRY).
+    pub const EPISODE_END: u32 = 0x1;
+    /// `ttm_bo_vm_reserve` was called in this attempt.
+    pub const RESERVE_CALLED: u32 = 0x2;
+    /// This thread released *this mm's* mmap_lock (up_read on &mm->mmap_lock observed) inside
+    /// `ttm_bo_vm_reserve`, i.e. before waiting for the reservation.
+    pub const DROPPED_IN_RESERVE: u32 = 0x4;
+    /// mmap_lock released inside the handler but outside reserve (fence wait in
+    /// `ttm_bo_vm_fault_reserved`/`ttm_bo_vm_fault_idle`).
+    pub const DROPPED_OUTSIDE_RESERVE: u32 = 0x8;
+    /// A reservation wait (ww_mutex_lock*) happened while mmap_lock was still held.
+    pub const WAITED_HELD: u32 = 0x10;
+    /// A reservation wait happened after mmap_lock had been dropped.
+    pub const WAITED_DROPPED: u32 = 0x20;
+    /// The reservation holder could be read at trylock failure.
+    pub const HOLDER_KNOWN: u32 = 0x40;
+    /// The fault ran under the per-VMA lock (FAULT_FLAG_VMA_LOCK), not mmap_lock.
+    pub const UNDER_VMA_LOCK: u32 = 0x80;
+    /// The return of the handler was reached with unbalanced nesting (a missed kretprobe).
+    pub const UNBALANCED: u32 = 0x100;
+}
+
+/// One attempt (one call of a TTM fault handler, or of `ttm_bo_vm_access`). Times are
+/// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) nanoseconds.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttemptEvent {
+    pub kind: u32,
+    /// Bit set of [`attempt_flag`].
+    pub flags: u32,
+    pub tid: u32,
+    pub tgid: u32,
+    /// Start of the episode this attempt belongs to (first entry into a TTM handler).
+    pub episode_start_ns: u64,
+    pub attempt_start_ns: u64,
+    pub attempt_end_ns: u64,
+    /// `vm_area_struct->vm_mm`.
+    pub mm: u64,
+    /// Address of the reservation's ww_mutex we waited on (0: no wait).
+    pub resv: u64,
+    /// Sum of reservation waits in this attempt while mmap_lock was held.
+    pub wait_held_ns: u64,
+    /// Sum of reservation waits in this attempt after mmap_lock was dropped.
+    pub wait_dropped_ns: u64,
+    /// Time from dropping mmap_lock outside reserve (fence wait) to the handler's return.
+    pub fence_drop_ns: u64,
+    /// Time other tasks waited for this mm's mmap_lock while this attempt waited on the
+    /// reservation with the lock held (sum over waiters of the overlap).
+    pub collateral_ns: u64,
+    /// Episode totals, valid when [`attempt_flag::EPISODE_END`] is set.
+    pub ep_wait_held_ns: u64,
+    pub ep_wait_dropped_ns: u64,
+    pub ep_collateral_ns: u64,
+    /// `vm_fault->flags` (0 for access).
+    pub vmf_flags: u32,
+    /// Handler return value (`vm_fault_t`; for access: the byte count or -errno as u32).
+    pub ret: u32,
+    /// `ttm_bo_vm_reserve` return value (valid with RESERVE_CALLED).
+    pub reserve_ret: u32,
+    /// Return of the last reservation wait (0, -EINTR, -EDEADLK...).
+    pub wait_ret: i32,
+    /// 1-based attempt number within the episode.
+    pub attempt: u16,
+    /// Number of reservation waits in this attempt.
+    pub waits: u16,
+    /// Number of waiters on this mm's mmap_lock that overlapped our held wait.
+    pub collateral_waiters: u16,
+    /// [`attempt_kind`].
+    pub attempt_kind: u8,
+    /// [`trylock`].
+    pub trylock: u8,
+    pub holder_tid: u32,
+    pub holder_tgid: u32,
+    pub holder_comm: [u8; COMM_LEN],
+    pub comm: [u8; COMM_LEN],
+    /// Module owning the mapping's file operations (the DRM driver, e.g. "bochs", "amdgpu").
+    pub driver: [u8; DRIVER_LEN],
+}
+
+/// A task that waited for an mmap_lock of an mm in which a TTM fault was in progress.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WaiterEvent {
+    pub kind: u32,
+    /// Contention flags from lock:contention_begin (LCB_F_READ 0x2, LCB_F_WRITE 0x4...), or
+    /// 0x4 / 0x2 for the write / read rwsem slowpath probes.
+    pub lock_flags: u32,
+    pub tid: u32,
+    pub tgid: u32,
+    pub mm_lock: u64,
+    pub begin_ns: u64,
+    pub end_ns: u64,
+    /// Part of [begin, end] during which at least one TTM fault of this mm waited on a
+    /// reservation with the lock held.
+    pub held_overlap_ns: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// An episode whose last attempt returned RETRY but no retry followed (the thread exited or
+/// took another, unrelated fault first).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AbandonedEvent {
+    pub kind: u32,
+    pub attempts: u32,
+    pub tid: u32,
+    pub tgid: u32,
+    pub episode_start_ns: u64,
+    pub last_attempt_end_ns: u64,
+    pub ep_wait_held_ns: u64,
+    pub ep_wait_dropped_ns: u64,
+    pub ep_collateral_ns: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Indices of the per-CPU `STATS` array.
+pub mod stat {
+    /// Ring buffer full: a record was lost.
+    pub const RINGBUF_DROPS: u32 = 0;
+    /// The per-thread map was full and an episode could not be followed.
+    pub const THREAD_MAP_FULL: u32 = 1;
+    /// A handler return without a matching entry (missed kprobe), ignored.
+    pub const ORPHAN_RETURNS: u32 = 2;
+    /// The mm watch map was full: collateral stalls of that mm are not measured.
+    pub const WATCH_MAP_FULL: u32 = 3;
+    /// Waiter map full.
+    pub const WAITER_MAP_FULL: u32 = 4;
+    /// A kernel read (bpf_probe_read_kernel) failed.
+    pub const READ_FAULTS: u32 = 5;
+    pub const COUNT: u32 = 8;
+}
+
+/// Per-thread state followed by the probes. Lives in the `THREADS` map, keyed by tid.
+/// Exposed here so userspace can size/inspect the map (issue: per-thread entries return to
+/// baseline); only the probes interpret it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadState {
+    pub episode_start_ns: u64,
+    pub attempt_start_ns: u64,
+    pub last_attempt_end_ns: u64,
+    pub mm: u64,
+    /// `&mm->mmap_lock`.
+    pub mm_lock: u64,
+    /// Base timestamp of the MM_WATCH entry we registered with (its generation).
+    pub watch_base_ns: u64,
+    pub resv: u64,
+    pub wait_start_ns: u64,
+    pub fence_drop_ns: u64,
+    pub wait_held_ns: u64,
+    pub wait_dropped_ns: u64,
+    pub collateral_ns: u64,
+    pub ep_wait_held_ns: u64,
+    pub ep_wait_dropped_ns: u64,
+    pub ep_collateral_ns: u64,
+    /// MM_WATCH.waiters snapshot at the start of a held wait.
+    pub waiters_snapshot: u64,
+    pub flags: u32,
+    pub vmf_flags: u32,
+    pub reserve_ret: u32,
+    pub wait_ret: i32,
+    /// Nesting depth of TTM handlers (a driver handler may call ttm_bo_vm_fault).
+    pub depth: u32,
+    /// 1 while inside ttm_bo_vm_reserve.
+    pub in_reserve: u32,
+    /// 1 while inside a reservation wait.
+    pub in_wait: u32,
+    /// 1 while the current wait is a held one (counted in MM_WATCH.holders).
+    pub wait_is_held: u32,
+    /// 1: an episode is open between attempts (the last attempt returned RETRY).
+    pub between_attempts: u32,
+    pub attempts: u16,
+    pub waits: u16,
+    pub collateral_waiters: u16,
+    pub attempt_kind: u8,
+    pub trylock: u8,
+    pub holder_tid: u32,
+    pub holder_tgid: u32,
+    pub holder_comm: [u8; COMM_LEN],
+    pub driver: [u8; DRIVER_LEN],
+    /// Explicit tail padding.
+    pub _pad: u32,
+}
+
+/// Per-mm watch, keyed by `&mm->mmap_lock`, alive while at least one TTM attempt of that mm is
+/// inside a handler. Waiters on that lock are only followed while a watch exists.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MmWatch {
+    /// Creation time; also the generation that waiter records refer to.
+    pub base_ns: u64,
+    /// TTM attempts of this mm currently inside a handler.
+    pub attempts: u64,
+    /// Packed waiter set: `count << WAITER_COUNT_SHIFT | sum(begin - base_ns)` of the tasks
+    /// currently waiting on the lock; updated with single atomic adds so one load is consistent.
+    pub waiters: u64,
+    /// Number of attempts currently in a held reservation wait on this mm.
+    pub holders: u64,
+    /// Start of the current period with `holders > 0`.
+    pub cover_start_ns: u64,
+    /// Sum of finished periods with `holders > 0`.
+    pub covered_ns: u64,
+}
+
+/// Bits of [`MmWatch::waiters`] below the count.
+pub const WAITER_COUNT_SHIFT: u32 = 44;
+/// Mask of the begin-time sum in [`MmWatch::waiters`] (2^44 ns ≈ 4.9 hours).
+pub const WAITER_SUM_MASK: u64 = (1 << WAITER_COUNT_SHIFT) - 1;
+
+/// A task waiting on a watched mmap_lock. `WAITERS` map, keyed by tid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WaiterState {
+    pub mm_lock: u64,
+    pub watch_base_ns: u64,
+    pub begin_ns: u64,
+    /// Coverage (covered_ns + open period) at begin.
+    pub covered_at_begin_ns: u64,
+    pub lock_flags: u32,
+    pub _pad: u32,
+}
+
+/// Collateral stall of a held wait from two snapshots of [`MmWatch::waiters`]: the waiters
+/// present at the start (count `n0`) overlap the whole wait; those that arrived during it
+/// overlap from their arrival to the end. `start`/`end` are relative to the watch base.
+/// Saturating so a race can only under-count.
+#[inline(always)]
+pub fn collateral_from_snapshots(snap0: u64, snap1: u64, start_rel: u64, end_rel: u64) -> (u64, u64) {
+    // Products stay below 2^63 with these clamps (≤ 2^19 waiters, ≤ 2^44 ns), and no 128-bit
+    // multiply is emitted: the BPF backend has none.
+    const MAX_N: u64 = 1 << 19;
+    let n0 = (snap0 >> WAITER_COUNT_SHIFT).min(MAX_N);
+    let n1 = (snap1 >> WAITER_COUNT_SHIFT).min(MAX_N);
+    let s0 = snap0 & WAITER_SUM_MASK;
+    let s1 = snap1 & WAITER_SUM_MASK;
+    let end_rel = end_rel & WAITER_SUM_MASK;
+    let wait = end_rel.saturating_sub(start_rel);
+    let arrived = n1.saturating_sub(n0);
+    let arrived_sum = s1.saturating_sub(s0);
+    let total = (n0.wrapping_mul(wait))
+        .saturating_add((arrived.wrapping_mul(end_rel)).saturating_sub(arrived_sum));
+    (total, n1)
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are #[repr(C)], made only of integers and byte arrays, with no
+    // implicit padding (checked by the size assertions in the tests below).
+    unsafe impl aya::Pod for super::ProbeConfig {}
+    unsafe impl aya::Pod for super::KernelLayout {}
+    unsafe impl aya::Pod for super::ThreadState {}
+    unsafe impl aya::Pod for super::MmWatch {}
+    unsafe impl aya::Pod for super::WaiterState {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn records_have_no_implicit_padding() {
+        assert_eq!(size_of::<KernelLayout>(), 12 * 4);
+        assert_eq!(size_of::<ProbeConfig>(), 48 + 4 + 4 + 16 + 4 + 4);
+        assert_eq!(size_of::<AttemptEvent>(), 4 * 4 + 12 * 8 + 4 * 4 + 3 * 2 + 2 + 2 * 4 + 3 * 16);
+        assert_eq!(size_of::<WaiterEvent>(), 4 * 4 + 4 * 8 + 16);
+        assert_eq!(size_of::<AbandonedEvent>(), 4 * 4 + 5 * 8 + 16);
+        assert_eq!(size_of::<WaiterState>(), 4 * 8 + 2 * 4);
+        assert_eq!(size_of::<MmWatch>(), 6 * 8);
+        assert_eq!(size_of::<ThreadState>(), 16 * 8 + 9 * 4 + 3 * 2 + 2 + 2 * 4 + 2 * 16 + 4);
+    }
+
+    #[test]
+    fn collateral_counts_present_and_arriving_waiters() {
+        let pack = |n: u64, sum: u64| (n << WAITER_COUNT_SHIFT) | sum;
+        // One waiter present since before the held wait [100, 300): overlaps 200.
+        assert_eq!(collateral_from_snapshots(pack(1, 50), pack(1, 50), 100, 300), (200, 1));
+        // A waiter arriving at 250 during the wait [100, 300): overlaps 50.
+        assert_eq!(collateral_from_snapshots(pack(0, 0), pack(1, 250), 100, 300), (50, 1));
+        // Both.
+        assert_eq!(collateral_from_snapshots(pack(1, 50), pack(2, 300), 100, 300), (250, 2));
+        // No waiter: nothing.
+        assert_eq!(collateral_from_snapshots(0, 0, 100, 300), (0, 0));
+        // A waiter that gave up during the wait (count went down) never wraps around.
+        assert_eq!(collateral_from_snapshots(pack(2, 100), pack(1, 40), 100, 300), (400, 1));
+    }
+}

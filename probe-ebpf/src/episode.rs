@@ -1,0 +1,428 @@
+//! The fault-episode state machine, one per thread (map `THREADS`).
+//!
+//! ```text
+//!            handler entry (no state)                 handler return, ret & RETRY
+//!   idle ─────────────────────────────▶ in attempt ─────────────────────────────▶ between
+//!     ▲                                 │    ▲                                       │
+//!     │  handler return, no RETRY       │    └──── handler entry with TRIED ─────────┘
+//!     └─────── (emit, delete) ◀─────────┘
+//!   between ── entry without TRIED / thread exit ──▶ emit Abandoned, start over / delete
+//! ```
+//! Inside an attempt: `ttm_bo_vm_reserve` entry/return, the trylock result, reservation waits
+//! (`ww_mutex_lock*`), and this thread's `up_read(&mm->mmap_lock)` are recorded as observed
+//! facts; userspace classifies the path from them.
+
+use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
+use probe_common::{
+    AbandonedEvent, AttemptEvent, COMM_LEN, EventKind, ThreadState, attempt_flag, attempt_kind,
+    fault_flag, stat, trylock, vm_fault,
+};
+
+use crate::{
+    kernel,
+    maps::{EVENTS, THREADS, bump, config},
+    watch,
+};
+
+pub struct Current {
+    pub tid: u32,
+    pub tgid: u32,
+}
+
+#[inline(always)]
+pub fn current() -> Current {
+    let id = bpf_get_current_pid_tgid();
+    Current {
+        tid: id as u32,
+        tgid: (id >> 32) as u32,
+    }
+}
+
+#[inline(always)]
+fn comm() -> [u8; COMM_LEN] {
+    bpf_get_current_comm().unwrap_or([0; COMM_LEN])
+}
+
+/// Userspace filters (pid, comm) and never ourselves; evaluated once per episode start.
+#[inline(always)]
+fn wanted(cur: &Current) -> bool {
+    if cur.tgid == config!(self_tgid) {
+        return false;
+    }
+    let filter_tgid = config!(filter_tgid);
+    if filter_tgid != 0 && filter_tgid != cur.tgid {
+        return false;
+    }
+    if config!(filter_comm_set) != 0 {
+        let want = config!(filter_comm);
+        if comm() != want {
+            return false;
+        }
+    }
+    true
+}
+
+#[inline(always)]
+fn state(tid: u32) -> Option<&'static mut ThreadState> {
+    // SAFETY: the entry is only touched by its own thread (keyed by tid), and a thread runs on
+    // one CPU at a time.
+    THREADS.get_ptr_mut(tid).map(|p| unsafe { &mut *p })
+}
+
+/// Entry of a TTM fault handler (`vmf` = its `struct vm_fault *`) or of `ttm_bo_vm_access`
+/// (`vma`, kind ACCESS).
+#[inline(always)]
+pub fn attempt_enter(kind: u8, vmf: u64, vma: u64) {
+    let cur = current();
+    let now = kernel::now();
+    let vmf_flags = if kind == attempt_kind::FAULT {
+        kernel::vmf_flags(vmf)
+    } else {
+        0
+    };
+    let st = match state(cur.tid) {
+        Some(st) if st.depth > 0 => {
+            // A driver handler calling another probed handler: same attempt.
+            st.depth += 1;
+            return;
+        }
+        Some(st) => {
+            if st.between_attempts == 0 {
+                // A stale entry (cannot normally exist: episodes delete theirs).
+                begin_episode(st, now);
+            } else if kind != attempt_kind::FAULT || vmf_flags & fault_flag::TRIED == 0 {
+                // The retry never came: close the old episode, start a new one.
+                emit_abandoned(&cur, st);
+                begin_episode(st, now);
+            }
+            st
+        }
+        None => {
+            if !wanted(&cur) {
+                return;
+            }
+            let fresh = ThreadState::default();
+            if THREADS.insert(cur.tid, fresh, 0).is_err() {
+                bump(stat::THREAD_MAP_FULL);
+                return;
+            }
+            let Some(st) = state(cur.tid) else {
+                bump(stat::THREAD_MAP_FULL);
+                return;
+            };
+            begin_episode(st, now);
+            st
+        }
+    };
+    let vma = if kind == attempt_kind::FAULT {
+        kernel::vmf_vma(vmf)
+    } else {
+        vma
+    };
+    if st.attempts == 0 {
+        st.driver = kernel::driver_name(vma);
+    }
+    st.mm = kernel::vma_mm(vma);
+    st.mm_lock = kernel::mm_lock(st.mm);
+    st.depth = 1;
+    st.between_attempts = 0;
+    st.attempts = st.attempts.saturating_add(1);
+    st.attempt_kind = kind;
+    st.attempt_start_ns = now;
+    st.vmf_flags = vmf_flags;
+    st.flags = if vmf_flags & fault_flag::VMA_LOCK != 0 {
+        attempt_flag::UNDER_VMA_LOCK
+    } else {
+        0
+    };
+    st.watch_base_ns = watch::attempt_enter(st.mm_lock, now);
+}
+
+#[inline(always)]
+fn begin_episode(st: &mut ThreadState, now: u64) {
+    *st = ThreadState {
+        episode_start_ns: now,
+        ..ThreadState::default()
+    };
+}
+
+/// Return of the outermost handler: emit the attempt, then end or suspend the episode.
+#[inline(always)]
+pub fn attempt_exit(ret: u32) {
+    let cur = current();
+    let now = kernel::now();
+    let Some(st) = state(cur.tid) else {
+        return;
+    };
+    if st.depth == 0 {
+        bump(stat::ORPHAN_RETURNS);
+        return;
+    }
+    st.depth -= 1;
+    if st.depth > 0 {
+        return;
+    }
+    watch::attempt_exit(st.mm_lock, st.watch_base_ns);
+    if st.in_wait != 0 {
+        // The wait's kretprobe was missed; close it here so the numbers stay bounded.
+        st.flags |= attempt_flag::UNBALANCED;
+        wait_exit_inner(st, now, 0);
+    }
+    let fence_drop_ns = if st.flags & attempt_flag::DROPPED_OUTSIDE_RESERVE != 0 {
+        now.saturating_sub(st.fence_drop_ns)
+    } else {
+        0
+    };
+    st.ep_wait_held_ns += st.wait_held_ns;
+    st.ep_wait_dropped_ns += st.wait_dropped_ns;
+    st.ep_collateral_ns += st.collateral_ns;
+    let retry = st.attempt_kind == attempt_kind::FAULT && ret & vm_fault::RETRY != 0;
+    if !retry {
+        st.flags |= attempt_flag::EPISODE_END;
+    }
+    emit_attempt(&cur, st, ret, now, fence_drop_ns);
+    if retry {
+        st.between_attempts = 1;
+        st.last_attempt_end_ns = now;
+        reset_attempt(st);
+    } else {
+        let _ = THREADS.remove(cur.tid);
+    }
+}
+
+#[inline(always)]
+fn reset_attempt(st: &mut ThreadState) {
+    st.flags = 0;
+    st.resv = 0;
+    st.wait_start_ns = 0;
+    st.fence_drop_ns = 0;
+    st.wait_held_ns = 0;
+    st.wait_dropped_ns = 0;
+    st.collateral_ns = 0;
+    st.waiters_snapshot = 0;
+    st.reserve_ret = 0;
+    st.wait_ret = 0;
+    st.in_reserve = 0;
+    st.in_wait = 0;
+    st.wait_is_held = 0;
+    st.waits = 0;
+    st.collateral_waiters = 0;
+    st.trylock = trylock::UNKNOWN;
+    st.holder_tid = 0;
+    st.holder_tgid = 0;
+    st.holder_comm = [0; COMM_LEN];
+}
+
+#[inline(always)]
+fn in_attempt(tid: u32) -> Option<&'static mut ThreadState> {
+    state(tid).filter(|st| st.depth > 0)
+}
+
+/// `ttm_bo_vm_reserve` entry.
+#[inline(always)]
+pub fn reserve_enter() {
+    if let Some(st) = in_attempt(current().tid) {
+        st.in_reserve = 1;
+        st.flags |= attempt_flag::RESERVE_CALLED;
+    }
+}
+
+/// `ttm_bo_vm_reserve` return.
+#[inline(always)]
+pub fn reserve_exit(ret: u32) {
+    if let Some(st) = in_attempt(current().tid) {
+        st.in_reserve = 0;
+        st.reserve_ret = ret;
+    }
+}
+
+/// `ww_mutex_trylock` return (5.16+): the result of `dma_resv_trylock` inside reserve.
+#[inline(always)]
+pub fn trylock_exit(ret: i32) {
+    if let Some(st) = in_attempt(current().tid)
+        && st.in_reserve != 0
+        && st.in_wait == 0
+        && st.trylock == trylock::UNKNOWN
+    {
+        st.trylock = if ret != 0 {
+            trylock::ACQUIRED
+        } else {
+            trylock::FAILED
+        };
+    }
+}
+
+/// Whether a reservation wait of this thread belongs to the attempt: inside reserve, or
+/// anywhere inside `ttm_bo_vm_access`.
+#[inline(always)]
+fn wait_belongs(st: &ThreadState) -> bool {
+    st.in_wait == 0 && (st.in_reserve != 0 || st.attempt_kind == attempt_kind::ACCESS)
+}
+
+/// `ww_mutex_lock_interruptible` / `ww_mutex_lock` entry: a reservation wait begins.
+#[inline(always)]
+pub fn wait_enter(lock: u64) {
+    let Some(st) = in_attempt(current().tid) else {
+        return;
+    };
+    if !wait_belongs(st) {
+        return;
+    }
+    let now = kernel::now();
+    st.in_wait = 1;
+    st.wait_start_ns = now;
+    st.resv = lock;
+    st.waits = st.waits.saturating_add(1);
+    if st.trylock == trylock::UNKNOWN && st.in_reserve != 0 {
+        // Kernels without an out-of-line trylock: a lock call inside reserve means it failed.
+        if config!(flags) & probe_common::config_flag::TRYLOCK_PROBED == 0 {
+            st.trylock = trylock::FAILED;
+        }
+    }
+    let owner = kernel::ww_mutex_owner(lock);
+    if owner != 0 {
+        let who = kernel::task_id(owner);
+        st.holder_tid = who.pid;
+        st.holder_tgid = who.tgid;
+        st.holder_comm = who.comm;
+        st.flags |= attempt_flag::HOLDER_KNOWN;
+    }
+    let held = st.flags & (attempt_flag::DROPPED_IN_RESERVE | attempt_flag::UNDER_VMA_LOCK) == 0;
+    st.wait_is_held = held as u32;
+    if held {
+        st.waiters_snapshot = watch::held_wait_begin(st.mm_lock, now);
+    }
+}
+
+/// `ww_mutex_lock*` return.
+#[inline(always)]
+pub fn wait_exit(ret: i32) {
+    let Some(st) = in_attempt(current().tid) else {
+        return;
+    };
+    if st.in_wait == 0 {
+        return;
+    }
+    wait_exit_inner(st, kernel::now(), ret);
+}
+
+#[inline(always)]
+fn wait_exit_inner(st: &mut ThreadState, now: u64, ret: i32) {
+    let took = now.saturating_sub(st.wait_start_ns);
+    st.in_wait = 0;
+    st.wait_ret = ret;
+    if st.wait_is_held != 0 {
+        st.wait_held_ns += took;
+        st.flags |= attempt_flag::WAITED_HELD;
+        let (collateral, waiters) = watch::held_wait_end(
+            st.mm_lock,
+            st.watch_base_ns,
+            st.waiters_snapshot,
+            st.wait_start_ns,
+            now,
+        );
+        st.collateral_ns += collateral;
+        st.collateral_waiters = st.collateral_waiters.saturating_add(waiters as u16);
+    } else {
+        st.wait_dropped_ns += took;
+        st.flags |= attempt_flag::WAITED_DROPPED;
+    }
+    st.wait_is_held = 0;
+}
+
+/// `up_read(sem)`: the hottest probe. One map lookup for threads not in a TTM attempt.
+#[inline(always)]
+pub fn read_unlock(sem: u64) {
+    let Some(st) = state(current().tid) else {
+        return;
+    };
+    if st.depth == 0 || sem != st.mm_lock || st.mm_lock == 0 {
+        return;
+    }
+    if st.in_reserve != 0 {
+        st.flags |= attempt_flag::DROPPED_IN_RESERVE;
+    } else {
+        st.flags |= attempt_flag::DROPPED_OUTSIDE_RESERVE;
+    }
+    st.fence_drop_ns = kernel::now();
+}
+
+/// Thread exit: an episode still open (last attempt returned RETRY, no retry came) is
+/// reported as abandoned; the entry is deleted either way.
+#[inline(always)]
+pub fn thread_exit() {
+    let cur = current();
+    if let Some(st) = state(cur.tid) {
+        if st.depth != 0 {
+            // Exiting inside a handler means its return probe was missed.
+            watch::attempt_exit(st.mm_lock, st.watch_base_ns);
+        }
+        if st.between_attempts != 0 || st.depth != 0 {
+            emit_abandoned(&cur, st);
+        }
+        let _ = THREADS.remove(cur.tid);
+    }
+    let _ = watch::waiter_end(cur.tid, 0, kernel::now());
+}
+
+#[inline(always)]
+fn emit_attempt(cur: &Current, st: &ThreadState, ret: u32, now: u64, fence_drop_ns: u64) {
+    let Some(mut entry) = EVENTS.reserve::<AttemptEvent>(0) else {
+        bump(stat::RINGBUF_DROPS);
+        return;
+    };
+    entry.write(AttemptEvent {
+        kind: EventKind::Attempt as u32,
+        flags: st.flags,
+        tid: cur.tid,
+        tgid: cur.tgid,
+        episode_start_ns: st.episode_start_ns,
+        attempt_start_ns: st.attempt_start_ns,
+        attempt_end_ns: now,
+        mm: st.mm,
+        resv: st.resv,
+        wait_held_ns: st.wait_held_ns,
+        wait_dropped_ns: st.wait_dropped_ns,
+        fence_drop_ns,
+        collateral_ns: st.collateral_ns,
+        ep_wait_held_ns: st.ep_wait_held_ns,
+        ep_wait_dropped_ns: st.ep_wait_dropped_ns,
+        ep_collateral_ns: st.ep_collateral_ns,
+        vmf_flags: st.vmf_flags,
+        ret,
+        reserve_ret: st.reserve_ret,
+        wait_ret: st.wait_ret,
+        attempt: st.attempts,
+        waits: st.waits,
+        collateral_waiters: st.collateral_waiters,
+        attempt_kind: st.attempt_kind,
+        trylock: st.trylock,
+        holder_tid: st.holder_tid,
+        holder_tgid: st.holder_tgid,
+        holder_comm: st.holder_comm,
+        comm: comm(),
+        driver: st.driver,
+    });
+    entry.submit(0);
+}
+
+#[inline(always)]
+fn emit_abandoned(cur: &Current, st: &ThreadState) {
+    let Some(mut entry) = EVENTS.reserve::<AbandonedEvent>(0) else {
+        bump(stat::RINGBUF_DROPS);
+        return;
+    };
+    entry.write(AbandonedEvent {
+        kind: EventKind::Abandoned as u32,
+        attempts: st.attempts as u32,
+        tid: cur.tid,
+        tgid: cur.tgid,
+        episode_start_ns: st.episode_start_ns,
+        last_attempt_end_ns: st.last_attempt_end_ns,
+        ep_wait_held_ns: st.ep_wait_held_ns,
+        ep_wait_dropped_ns: st.ep_wait_dropped_ns,
+        ep_collateral_ns: st.ep_collateral_ns,
+        comm: comm(),
+    });
+    entry.submit(0);
+}

@@ -1,0 +1,109 @@
+//! Reads of kernel structures at offsets resolved from BTF by userspace (`CONFIG.layout`).
+
+use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
+use probe_common::{COMM_LEN, DRIVER_LEN, stat};
+
+use crate::maps::{bump, config};
+
+/// CLOCK_MONOTONIC nanoseconds.
+#[inline(always)]
+pub fn now() -> u64 {
+    // SAFETY: a helper without arguments.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+fn read<T: Copy>(addr: u64) -> Option<T> {
+    if addr == 0 {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel tolerates any address and fails cleanly.
+    match unsafe { bpf_probe_read_kernel(addr as *const T) } {
+        Ok(v) => Some(v),
+        Err(_) => {
+            bump(stat::READ_FAULTS);
+            None
+        }
+    }
+}
+
+#[inline(always)]
+fn read_bytes<const N: usize>(addr: u64) -> [u8; N] {
+    let mut buf = [0u8; N];
+    if addr != 0 {
+        // SAFETY: as above; the buffer is fully initialised beforehand.
+        if unsafe { bpf_probe_read_kernel_buf(addr as *const u8, &mut buf) }.is_err() {
+            bump(stat::READ_FAULTS);
+        }
+    }
+    buf
+}
+
+/// `vmf->vma`.
+#[inline(always)]
+pub fn vmf_vma(vmf: u64) -> u64 {
+    read::<u64>(vmf + config!(layout.vm_fault_vma) as u64).unwrap_or(0)
+}
+
+/// `vmf->flags`.
+#[inline(always)]
+pub fn vmf_flags(vmf: u64) -> u32 {
+    read::<u32>(vmf + config!(layout.vm_fault_flags) as u64).unwrap_or(0)
+}
+
+/// `vma->vm_mm`.
+#[inline(always)]
+pub fn vma_mm(vma: u64) -> u64 {
+    read::<u64>(vma + config!(layout.vma_vm_mm) as u64).unwrap_or(0)
+}
+
+/// `&mm->mmap_lock`.
+#[inline(always)]
+pub fn mm_lock(mm: u64) -> u64 {
+    if mm == 0 {
+        0
+    } else {
+        mm + config!(layout.mm_mmap_lock) as u64
+    }
+}
+
+/// `vma->vm_file->f_op->owner->name`: the module (DRM driver) that owns the mapping.
+#[inline(always)]
+pub fn driver_name(vma: u64) -> [u8; DRIVER_LEN] {
+    let file = read::<u64>(vma + config!(layout.vma_vm_file) as u64).unwrap_or(0);
+    if file == 0 {
+        return [0; DRIVER_LEN];
+    }
+    let fops = read::<u64>(file + config!(layout.file_f_op) as u64).unwrap_or(0);
+    if fops == 0 {
+        return [0; DRIVER_LEN];
+    }
+    let owner = read::<u64>(fops + config!(layout.fops_owner) as u64).unwrap_or(0);
+    if owner == 0 {
+        // Built-in driver: no module.
+        return [0; DRIVER_LEN];
+    }
+    read_bytes::<DRIVER_LEN>(owner + config!(layout.module_name) as u64)
+}
+
+/// Owner task of a ww_mutex (mutex or rt_mutex based): the reservation holder.
+#[inline(always)]
+pub fn ww_mutex_owner(lock: u64) -> u64 {
+    // Low bits of the owner word are flags (MUTEX_FLAGS 0x07, RT_MUTEX_HAS_WAITERS 0x1).
+    read::<u64>(lock + config!(layout.ww_mutex_owner) as u64).unwrap_or(0) & !0x7
+}
+
+pub struct TaskId {
+    pub pid: u32,
+    pub tgid: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+#[inline(always)]
+pub fn task_id(task: u64) -> TaskId {
+    TaskId {
+        pid: read::<u32>(task + config!(layout.task_pid) as u64).unwrap_or(0),
+        tgid: read::<u32>(task + config!(layout.task_tgid) as u64).unwrap_or(0),
+        comm: read_bytes::<COMM_LEN>(task + config!(layout.task_comm) as u64),
+    }
+}

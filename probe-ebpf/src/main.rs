@@ -1,0 +1,186 @@
+//! ttmlat's probes. Each program below names the kernel function it hooks, the kernel
+//! versions where that function exists, and why it is probed. The state machines live in
+//! `episode` (per-thread fault episodes) and `watch` (collateral stalls on mmap_lock); the
+//! programs only decode arguments and call them.
+#![no_std]
+#![no_main]
+// Atomic fetch-add/sub on map values: core's Atomic* types lack RMW ops on the BPF target.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
+
+mod episode;
+mod kernel;
+mod maps;
+mod watch;
+
+use aya_ebpf::{
+    macros::{kprobe, kretprobe, raw_tracepoint},
+    programs::{ProbeContext, RawTracePointContext, RetProbeContext},
+};
+use probe_common::{EventKind, WaiterEvent, attempt_kind, stat};
+
+use crate::maps::{EVENTS, bump};
+
+/// `ttm_bo_vm_fault(struct vm_fault *vmf)` (ttm.ko, 5.5+; static `ttm_bo_vm_fault` in 5.4) and
+/// the driver fault handlers that call `ttm_bo_vm_reserve` (amdgpu_gem_fault, radeon_gem_fault,
+/// nouveau_ttm_fault, vmw_bo_vm_fault/mkwrite, i915 vm_fault_ttm, xe_gem_fault; see the
+/// discovery module). Start of an attempt: the thread holds mmap_lock here.
+#[kprobe]
+pub fn ttm_fault_enter(ctx: ProbeContext) -> u32 {
+    if let Some(vmf) = ctx.arg::<u64>(0) {
+        episode::attempt_enter(attempt_kind::FAULT, vmf, 0);
+    }
+    0
+}
+
+/// Return of the same handlers: end of the attempt; VM_FAULT_RETRY keeps the episode open.
+#[kretprobe]
+pub fn ttm_fault_exit(ctx: RetProbeContext) -> u32 {
+    episode::attempt_exit(ctx.ret::<u64>() as u32);
+    0
+}
+
+/// `ttm_bo_vm_access(vma, addr, buf, len, write)` (ttm.ko, 5.5–6.18; `ttm_bo_access` from
+/// 6.19): ptrace and /proc/PID/mem take the reservation with mmap_lock held on every kernel.
+#[kprobe]
+pub fn ttm_access_enter(ctx: ProbeContext) -> u32 {
+    if let Some(vma) = ctx.arg::<u64>(0) {
+        episode::attempt_enter(attempt_kind::ACCESS, 0, vma);
+    }
+    0
+}
+
+/// Return of `ttm_bo_vm_access`.
+#[kretprobe]
+pub fn ttm_access_exit(ctx: RetProbeContext) -> u32 {
+    episode::attempt_exit(ctx.ret::<u64>() as u32);
+    0
+}
+
+/// `ttm_bo_vm_reserve(bo, vmf)` (ttm.ko, 5.5+; exported, not inlined in Debian builds): the
+/// trylock / drop mmap_lock / wait / RETRY logic lives here.
+#[kprobe]
+pub fn ttm_reserve_enter(_ctx: ProbeContext) -> u32 {
+    episode::reserve_enter();
+    0
+}
+
+/// Return of `ttm_bo_vm_reserve`: 0, VM_FAULT_RETRY or VM_FAULT_NOPAGE.
+#[kretprobe]
+pub fn ttm_reserve_exit(ctx: RetProbeContext) -> u32 {
+    episode::reserve_exit(ctx.ret::<u64>() as u32);
+    0
+}
+
+/// `ww_mutex_trylock(lock, ctx)` (vmlinux, a real function since 5.16; inline before):
+/// the result of `dma_resv_trylock` inside reserve. System-wide: one map lookup.
+#[kretprobe]
+pub fn resv_trylock_exit(ctx: RetProbeContext) -> u32 {
+    episode::trylock_exit(ctx.ret::<u64>() as i32);
+    0
+}
+
+/// `ww_mutex_lock_interruptible(lock, ctx)` and `ww_mutex_lock` (vmlinux, all versions,
+/// rt_mutex based on PREEMPT_RT): the reservation wait. System-wide: one map lookup.
+#[kprobe]
+pub fn resv_lock_enter(ctx: ProbeContext) -> u32 {
+    if let Some(lock) = ctx.arg::<u64>(0) {
+        episode::wait_enter(lock);
+    }
+    0
+}
+
+/// Return of the reservation wait (0, -EINTR, -EDEADLK, -EALREADY).
+#[kretprobe]
+pub fn resv_lock_exit(ctx: RetProbeContext) -> u32 {
+    episode::wait_exit(ctx.ret::<u64>() as i32);
+    0
+}
+
+/// `up_read(struct rw_semaphore *sem)` (vmlinux, all versions): `mmap_read_unlock` ends here.
+/// Observes whether this thread released *its fault's* mmap_lock before waiting. The hottest
+/// probe: one map lookup for every thread not inside a TTM attempt.
+#[kprobe]
+pub fn mmap_read_unlock(ctx: ProbeContext) -> u32 {
+    if let Some(sem) = ctx.arg::<u64>(0) {
+        episode::read_unlock(sem);
+    }
+    0
+}
+
+/// `lock:contention_begin(void *lock, unsigned int flags)` (5.19+), raw tracepoint: a task
+/// starts waiting for a contended lock. One map lookup unless it is a watched mmap_lock.
+#[raw_tracepoint(tracepoint = "contention_begin")]
+pub fn lock_contention_begin(ctx: RawTracePointContext) -> i32 {
+    let lock: u64 = ctx.arg(0);
+    let flags: u64 = ctx.arg(1);
+    watch::waiter_begin(episode::current().tid, lock, flags as u32, kernel::now());
+    0
+}
+
+/// `lock:contention_end(void *lock, int ret)` (5.19+).
+#[raw_tracepoint(tracepoint = "contention_end")]
+pub fn lock_contention_end(ctx: RawTracePointContext) -> i32 {
+    let lock: u64 = ctx.arg(0);
+    waiter_done(lock);
+    0
+}
+
+/// `rwsem_down_read_slowpath(sem, ...)` / `rwsem_down_write_slowpath(sem, ...)` (vmlinux,
+/// static; used only on kernels without lock:contention_* tracepoints, < 5.19).
+#[kprobe]
+pub fn rwsem_slow_enter(ctx: ProbeContext) -> u32 {
+    if let Some(sem) = ctx.arg::<u64>(0) {
+        watch::waiter_begin(episode::current().tid, sem, 0, kernel::now());
+    }
+    0
+}
+
+/// Return of the rwsem slowpaths.
+#[kretprobe]
+pub fn rwsem_slow_exit(_ctx: RetProbeContext) -> u32 {
+    waiter_done(0);
+    0
+}
+
+fn waiter_done(lock: u64) {
+    let cur = episode::current();
+    let now = kernel::now();
+    let Some(done) = watch::waiter_end(cur.tid, lock, now) else {
+        return;
+    };
+    let Some(mut entry) = EVENTS.reserve::<WaiterEvent>(0) else {
+        bump(stat::RINGBUF_DROPS);
+        return;
+    };
+    entry.write(WaiterEvent {
+        kind: EventKind::Waiter as u32,
+        lock_flags: done.state.lock_flags,
+        tid: cur.tid,
+        tgid: cur.tgid,
+        mm_lock: done.state.mm_lock,
+        begin_ns: done.state.begin_ns,
+        end_ns: now,
+        held_overlap_ns: done.held_overlap_ns,
+        comm: aya_ebpf::helpers::bpf_get_current_comm().unwrap_or([0; 16]),
+    });
+    entry.submit(0);
+}
+
+/// `sched:sched_process_exit` raw tracepoint (all versions): fires for every exiting thread;
+/// drops its state so per-thread maps return to baseline even when a fault was SIGKILLed.
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn thread_exit(_ctx: RawTracePointContext) -> i32 {
+    episode::thread_exit();
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,71 @@
+//! Maps and the global configuration shared with userspace (names in `probe_common::names`).
+
+use aya_ebpf::{
+    macros::map,
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+};
+use probe_common::{KernelLayout, MmWatch, ProbeConfig, ThreadState, WaiterState, stat};
+
+/// Filled by userspace before load (offsets from BTF, filters).
+#[unsafe(no_mangle)]
+pub static CONFIG: ProbeConfig = ProbeConfig {
+    layout: KernelLayout {
+        vm_fault_vma: 0,
+        vm_fault_flags: 0,
+        vma_vm_mm: 0,
+        vma_vm_file: 0,
+        file_f_op: 0,
+        fops_owner: 0,
+        module_name: 0,
+        mm_mmap_lock: 0,
+        ww_mutex_owner: 0,
+        task_pid: 0,
+        task_tgid: 0,
+        task_comm: 0,
+    },
+    filter_tgid: 0,
+    filter_comm_set: 0,
+    filter_comm: [0; 16],
+    self_tgid: 0,
+    flags: 0,
+};
+
+/// Attempt, waiter and abandoned-episode records to userspace. 4 MiB; resized by userspace
+/// before load (`--ring-buffer-kib`).
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+/// Per-thread fault state, keyed by tid. An entry exists only while a thread is inside a TTM
+/// fault episode; it is deleted when the episode ends, so the map returns to empty.
+#[map(name = "THREADS")]
+pub static THREADS: LruHashMap<u32, ThreadState> = LruHashMap::with_max_entries(16384, 0);
+
+/// Per-mm watch keyed by `&mm->mmap_lock`, alive while a TTM attempt of that mm is in a handler
+/// or a task it stalled is still waiting.
+#[map(name = "MM_WATCH")]
+pub static MM_WATCH: LruHashMap<u64, MmWatch> = LruHashMap::with_max_entries(4096, 0);
+
+/// Tasks waiting on a watched mmap_lock, keyed by tid.
+#[map(name = "WAITERS")]
+pub static WAITERS: LruHashMap<u32, WaiterState> = LruHashMap::with_max_entries(16384, 0);
+
+/// Per-CPU counters of things that went wrong (`probe_common::stat`).
+#[map(name = "STATS")]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+
+#[inline(always)]
+pub fn bump(index: u32) {
+    if let Some(p) = STATS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, programs do not nest on a CPU for these attach types.
+        unsafe { *p += 1 };
+    }
+}
+
+/// Reads one field of the configuration without copying the whole struct to the stack.
+macro_rules! config {
+    ($($field:tt)+) => {
+        // SAFETY: CONFIG is a read-only global rewritten by the loader before load.
+        unsafe { core::ptr::read_volatile(&raw const $crate::maps::CONFIG.$($field)+) }
+    };
+}
+pub(crate) use config;

@@ -1,0 +1,211 @@
+//! Collateral stalls: tasks waiting for an mm's mmap_lock while a TTM fault of that mm sleeps
+//! on a reservation holding it. One state machine, keyed by `&mm->mmap_lock`:
+//!
+//! * a watch exists while at least one TTM attempt of the mm is inside a handler, or a task
+//!   that began waiting meanwhile is still waiting (waiters finish only after the fault
+//!   releases mmap_lock, i.e. after the handler returned);
+//! * waiters add themselves to a packed (count, sum of begin times) word with one atomic add,
+//!   so a holder's single load is always consistent;
+//! * holders in a held reservation wait are counted, and the time with at least one holder is
+//!   accumulated, so each waiter can tell how much of its wait a held reservation wait covered.
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
+use aya_ebpf::bindings::BPF_NOEXIST;
+use probe_common::{MmWatch, WAITER_COUNT_SHIFT, WaiterState, stat};
+
+use crate::maps::{MM_WATCH, WAITERS, bump};
+
+/// Atomic add on a u64 in a map value, result unused (BPF_XADD: every kernel and BPF cpu
+/// version; fetching variants need cpu v3 and 5.12+). Followed by [`load`] where the new value
+/// matters: two CPUs updating at the same instant may both see the final value, which can only
+/// make a deletion or a coverage transition happen twice or late, never corrupt a count.
+#[inline(always)]
+fn add(p: *mut u64, v: u64) {
+    // SAFETY: p points into a map value, which lives as long as the program may use it, and
+    // u64 map fields are 8-byte aligned.
+    unsafe {
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, v);
+    }
+}
+
+#[inline(always)]
+fn load(p: *const u64) -> u64 {
+    // SAFETY: as for add.
+    unsafe { core::ptr::read_volatile(p) }
+}
+
+/// Registers a TTM attempt on `lock` (handler entry). Returns the watch generation.
+#[inline(always)]
+pub fn attempt_enter(lock: u64, now: u64) -> u64 {
+    if lock == 0 {
+        return 0;
+    }
+    let mut w = MM_WATCH.get_ptr_mut(lock);
+    if w.is_none() {
+        let fresh = MmWatch {
+            base_ns: now,
+            ..MmWatch::default()
+        };
+        // Another CPU may win the race; either way an entry exists afterwards.
+        let _ = MM_WATCH.insert(lock, fresh, BPF_NOEXIST as u64);
+        w = MM_WATCH.get_ptr_mut(lock);
+    }
+    match w {
+        Some(w) => {
+            // SAFETY: valid map value pointer.
+            unsafe {
+                add(&raw mut (*w).attempts, 1);
+                (*w).base_ns
+            }
+        }
+        None => {
+            bump(stat::WATCH_MAP_FULL);
+            0
+        }
+    }
+}
+
+/// Unregisters a TTM attempt (handler return). The last one out with no waiter left deletes
+/// the watch.
+#[inline(always)]
+pub fn attempt_exit(lock: u64, base: u64) {
+    if lock == 0 {
+        return;
+    }
+    if let Some(w) = MM_WATCH.get_ptr_mut(lock) {
+        // SAFETY: valid map value pointer.
+        unsafe {
+            if (*w).base_ns != base {
+                return;
+            }
+            add(&raw mut (*w).attempts, u64::MAX);
+            if load(&raw const (*w).attempts) == 0
+                && load(&raw const (*w).waiters) >> WAITER_COUNT_SHIFT == 0
+            {
+                let _ = MM_WATCH.remove(lock);
+            }
+        }
+    }
+}
+
+/// A held reservation wait starts: returns the waiter snapshot.
+#[inline(always)]
+pub fn held_wait_begin(lock: u64, now: u64) -> u64 {
+    match MM_WATCH.get_ptr_mut(lock) {
+        Some(w) => unsafe {
+            // SAFETY: valid map value pointer.
+            add(&raw mut (*w).holders, 1);
+            if load(&raw const (*w).holders) == 1 {
+                (*w).cover_start_ns = now;
+            }
+            load(&raw const (*w).waiters)
+        },
+        None => 0,
+    }
+}
+
+/// A held reservation wait ends: returns (collateral ns, waiters) for the waits overlapping
+/// `[start, now)`.
+#[inline(always)]
+pub fn held_wait_end(lock: u64, base: u64, snapshot: u64, start: u64, now: u64) -> (u64, u64) {
+    match MM_WATCH.get_ptr_mut(lock) {
+        Some(w) => unsafe {
+            // SAFETY: valid map value pointer.
+            let current = load(&raw const (*w).waiters);
+            add(&raw mut (*w).holders, u64::MAX);
+            if load(&raw const (*w).holders) == 0 {
+                let covered = now.saturating_sub((*w).cover_start_ns);
+                add(&raw mut (*w).covered_ns, covered);
+            }
+            if (*w).base_ns != base {
+                return (0, 0);
+            }
+            probe_common::collateral_from_snapshots(
+                snapshot,
+                current,
+                start.saturating_sub(base),
+                now.saturating_sub(base),
+            )
+        },
+        None => (0, 0),
+    }
+}
+
+#[inline(always)]
+fn coverage(w: *const MmWatch, now: u64) -> u64 {
+    // SAFETY: valid map value pointer.
+    unsafe {
+        let open = if (*w).holders > 0 {
+            now.saturating_sub((*w).cover_start_ns)
+        } else {
+            0
+        };
+        (*w).covered_ns + open
+    }
+}
+
+/// `lock:contention_begin` / rwsem slowpath entry. One map lookup unless `lock` is watched.
+#[inline(always)]
+pub fn waiter_begin(tid: u32, lock: u64, lock_flags: u32, now: u64) {
+    let Some(w) = MM_WATCH.get_ptr_mut(lock) else {
+        return;
+    };
+    // SAFETY: valid map value pointer.
+    let base = unsafe { (*w).base_ns };
+    let state = WaiterState {
+        mm_lock: lock,
+        watch_base_ns: base,
+        begin_ns: now,
+        covered_at_begin_ns: coverage(w, now),
+        lock_flags,
+        _pad: 0,
+    };
+    if WAITERS.insert(tid, state, 0).is_err() {
+        bump(stat::WAITER_MAP_FULL);
+        return;
+    }
+    let packed = (1u64 << WAITER_COUNT_SHIFT) + now.saturating_sub(base);
+    // SAFETY: valid map value pointer.
+    unsafe { add(&raw mut (*w).waiters, packed) };
+}
+
+pub struct WaiterEnd {
+    pub state: WaiterState,
+    pub held_overlap_ns: u64,
+}
+
+/// `lock:contention_end` / rwsem slowpath return. One map lookup unless this task waits on a
+/// watched lock.
+#[inline(always)]
+pub fn waiter_end(tid: u32, lock: u64, now: u64) -> Option<WaiterEnd> {
+    let st = WAITERS.get_ptr(tid)?;
+    // SAFETY: valid map value pointer; copied before removal.
+    let state = unsafe { *st };
+    if lock != 0 && state.mm_lock != lock {
+        // The end of a nested contention (e.g. the rwsem's own wait_lock).
+        return None;
+    }
+    let _ = WAITERS.remove(tid);
+    let mut held_overlap_ns = 0;
+    if let Some(w) = MM_WATCH.get_ptr_mut(state.mm_lock) {
+        // SAFETY: valid map value pointer.
+        unsafe {
+            if (*w).base_ns == state.watch_base_ns {
+                held_overlap_ns = coverage(w, now).saturating_sub(state.covered_at_begin_ns);
+                let packed =
+                    (1u64 << WAITER_COUNT_SHIFT) + state.begin_ns.saturating_sub(state.watch_base_ns);
+                add(&raw mut (*w).waiters, packed.wrapping_neg());
+                if load(&raw const (*w).waiters) >> WAITER_COUNT_SHIFT == 0
+                    && load(&raw const (*w).attempts) == 0
+                {
+                    let _ = MM_WATCH.remove(state.mm_lock);
+                }
+            }
+        }
+    }
+    Some(WaiterEnd {
+        state,
+        held_overlap_ns,
+    })
+}

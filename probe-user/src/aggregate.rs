@@ -1,0 +1,399 @@
+//! Aggregation of decoded records into HdrHistograms (1 ns .. 60 s, 3 significant digits) per
+//! metric and path, plus counts, holders and stalled waiters.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use hdrhistogram::Histogram;
+use probe_common::{AttemptEvent, attempt_flag};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    attribution::{AttemptPath, EpisodePath, attempt_path, episode_path},
+    events::{Record, cstr},
+};
+
+pub const HIST_LOW: u64 = 1;
+pub const HIST_HIGH: u64 = 60_000_000_000;
+pub const HIST_SIGFIG: u8 = 3;
+
+pub fn new_histogram() -> Histogram<u64> {
+    // Bounds are constants that hdrhistogram accepts; a failure here is a programming error
+    // caught by the unit tests, not something input can cause.
+    Histogram::new_with_bounds(HIST_LOW, HIST_HIGH, HIST_SIGFIG).expect("valid histogram bounds")
+}
+
+/// What a histogram measures. Values are nanoseconds except `Retries` (a count).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// First handler entry to the end of the completing attempt, by episode path.
+    EpisodeLatency,
+    /// Reservation wait with mmap_lock held, per episode (episodes that waited held).
+    WaitHeld,
+    /// Reservation wait after mmap_lock was dropped, per episode.
+    WaitDropped,
+    /// Other tasks' time waiting on this mm's mmap_lock during the episode's held waits.
+    CollateralStall,
+    /// Retries per episode (attempts − 1).
+    Retries,
+    /// Per waiting task: part of its mmap_lock wait covered by a held reservation wait.
+    WaiterStall,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 6] = [
+        Metric::EpisodeLatency,
+        Metric::WaitHeld,
+        Metric::WaitDropped,
+        Metric::CollateralStall,
+        Metric::Retries,
+        Metric::WaiterStall,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::EpisodeLatency => "episode_latency",
+            Metric::WaitHeld => "wait_held",
+            Metric::WaitDropped => "wait_dropped",
+            Metric::CollateralStall => "collateral_stall",
+            Metric::Retries => "retries",
+            Metric::WaiterStall => "waiter_stall",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.name() == s)
+    }
+
+    pub fn is_time(self) -> bool {
+        !matches!(self, Metric::Retries)
+    }
+}
+
+/// Key of a histogram: metric and class (an episode path name, or "all").
+pub type HistKey = (Metric, String);
+
+/// Per-task collateral: how long a task was stalled on mmap_lock by held reservation waits.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaiterTotals {
+    pub tgid: u32,
+    pub comm: String,
+    pub waits: u64,
+    pub wait_ns: u64,
+    pub held_overlap_ns: u64,
+}
+
+/// Reservation holders seen at trylock failure.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HolderCount {
+    pub tgid: u32,
+    pub comm: String,
+    pub count: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Aggregate {
+    pub histograms: BTreeMap<HistKey, Histogram<u64>>,
+    pub episodes: BTreeMap<EpisodePath, u64>,
+    pub attempts: BTreeMap<AttemptPath, u64>,
+    /// Attempts carrying FAULT_FLAG_TRIED.
+    pub tried_attempts: u64,
+    pub abandoned: u64,
+    pub waiter_records: u64,
+    pub unbalanced: u64,
+    pub drivers: BTreeSet<String>,
+    /// Per waiting task (tid).
+    pub waiters: BTreeMap<u32, WaiterTotals>,
+    holders: HashMap<(u32, String), u64>,
+    /// Attempt paths of episodes still open, by tid.
+    open: HashMap<u32, Vec<AttemptPath>>,
+    /// Episodes per process (tgid): lets tests match a workload's pid.
+    pub episodes_by_tgid: BTreeMap<u32, u64>,
+    pub attempts_by_tgid: BTreeMap<u32, u64>,
+}
+
+impl Default for Aggregate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Aggregate {
+    pub fn new() -> Self {
+        Self {
+            histograms: BTreeMap::new(),
+            episodes: BTreeMap::new(),
+            attempts: BTreeMap::new(),
+            tried_attempts: 0,
+            abandoned: 0,
+            waiter_records: 0,
+            unbalanced: 0,
+            drivers: BTreeSet::new(),
+            waiters: BTreeMap::new(),
+            holders: HashMap::new(),
+            open: HashMap::new(),
+            episodes_by_tgid: BTreeMap::new(),
+            attempts_by_tgid: BTreeMap::new(),
+        }
+    }
+
+    fn record(&mut self, metric: Metric, class: &str, value: u64) {
+        self.histograms
+            .entry((metric, class.to_string()))
+            .or_insert_with(new_histogram)
+            .saturating_record(value);
+    }
+
+    pub fn add(&mut self, rec: &Record) {
+        match rec {
+            Record::Attempt(a) => self.add_attempt(a),
+            Record::Waiter(w) => {
+                self.waiter_records += 1;
+                let wait = w.end_ns.saturating_sub(w.begin_ns);
+                let t = self.waiters.entry(w.tid).or_default();
+                t.tgid = w.tgid;
+                t.comm = cstr(&w.comm);
+                t.waits += 1;
+                t.wait_ns += wait;
+                t.held_overlap_ns += w.held_overlap_ns;
+                if w.held_overlap_ns > 0 {
+                    self.record(Metric::WaiterStall, "all", w.held_overlap_ns);
+                }
+            }
+            Record::Abandoned(a) => {
+                self.open.remove(&a.tid);
+                self.abandoned += 1;
+                *self.episodes.entry(EpisodePath::Abandoned).or_default() += 1;
+            }
+        }
+    }
+
+    fn add_attempt(&mut self, a: &AttemptEvent) {
+        let path = attempt_path(a);
+        *self.attempts.entry(path).or_default() += 1;
+        *self.attempts_by_tgid.entry(a.tgid).or_default() += 1;
+        if a.vmf_flags & probe_common::fault_flag::TRIED != 0 {
+            self.tried_attempts += 1;
+        }
+        if a.flags & attempt_flag::UNBALANCED != 0 {
+            self.unbalanced += 1;
+        }
+        let driver = cstr(&a.driver);
+        if !driver.is_empty() {
+            self.drivers.insert(driver);
+        }
+        if a.flags & attempt_flag::HOLDER_KNOWN != 0 {
+            *self
+                .holders
+                .entry((a.holder_tgid, cstr(&a.holder_comm)))
+                .or_default() += 1;
+        }
+        let paths = self.open.entry(a.tid).or_default();
+        if a.attempt <= 1 {
+            paths.clear();
+        }
+        paths.push(path);
+        if a.flags & attempt_flag::EPISODE_END == 0 {
+            return;
+        }
+        let paths = self.open.remove(&a.tid).unwrap_or_default();
+        let ep = episode_path(&paths);
+        let class = ep.name();
+        *self.episodes.entry(ep).or_default() += 1;
+        *self.episodes_by_tgid.entry(a.tgid).or_default() += 1;
+        let latency = a.attempt_end_ns.saturating_sub(a.episode_start_ns);
+        self.record(Metric::EpisodeLatency, class, latency);
+        self.record(Metric::Retries, class, u64::from(a.attempt.saturating_sub(1)));
+        if a.ep_wait_held_ns > 0 {
+            self.record(Metric::WaitHeld, class, a.ep_wait_held_ns);
+        }
+        if a.ep_wait_dropped_ns > 0 {
+            self.record(Metric::WaitDropped, class, a.ep_wait_dropped_ns);
+        }
+        if a.ep_collateral_ns > 0 {
+            self.record(Metric::CollateralStall, class, a.ep_collateral_ns);
+        }
+    }
+
+    pub fn episodes_total(&self) -> u64 {
+        self.episodes.values().sum()
+    }
+
+    pub fn attempts_total(&self) -> u64 {
+        self.attempts.values().sum()
+    }
+
+    /// Holders, most frequent first.
+    pub fn holders(&self) -> Vec<HolderCount> {
+        let mut v: Vec<HolderCount> = self
+            .holders
+            .iter()
+            .map(|((tgid, comm), count)| HolderCount {
+                tgid: *tgid,
+                comm: comm.clone(),
+                count: *count,
+            })
+            .collect();
+        v.sort_by(|a, b| b.count.cmp(&a.count).then(a.tgid.cmp(&b.tgid)));
+        v
+    }
+
+    /// The histogram of `metric` over all classes.
+    pub fn merged(&self, metric: Metric) -> Histogram<u64> {
+        let mut h = new_histogram();
+        for ((m, _), hist) in &self.histograms {
+            if *m == metric {
+                // Same bounds everywhere: add cannot fail.
+                let _ = h.add(hist);
+            }
+        }
+        h
+    }
+
+    /// Merges another aggregate (interval → total).
+    pub fn merge(&mut self, other: &Aggregate) {
+        for (k, h) in &other.histograms {
+            let _ = self
+                .histograms
+                .entry(k.clone())
+                .or_insert_with(new_histogram)
+                .add(h);
+        }
+        for (k, v) in &other.episodes {
+            *self.episodes.entry(*k).or_default() += v;
+        }
+        for (k, v) in &other.attempts {
+            *self.attempts.entry(*k).or_default() += v;
+        }
+        for (k, v) in &other.episodes_by_tgid {
+            *self.episodes_by_tgid.entry(*k).or_default() += v;
+        }
+        for (k, v) in &other.attempts_by_tgid {
+            *self.attempts_by_tgid.entry(*k).or_default() += v;
+        }
+        self.tried_attempts += other.tried_attempts;
+        self.abandoned += other.abandoned;
+        self.waiter_records += other.waiter_records;
+        self.unbalanced += other.unbalanced;
+        self.drivers.extend(other.drivers.iter().cloned());
+        for (tid, w) in &other.waiters {
+            let t = self.waiters.entry(*tid).or_default();
+            t.tgid = w.tgid;
+            t.comm = w.comm.clone();
+            t.waits += w.waits;
+            t.wait_ns += w.wait_ns;
+            t.held_overlap_ns += w.held_overlap_ns;
+        }
+        for (k, v) in &other.holders {
+            *self.holders.entry(k.clone()).or_default() += v;
+        }
+    }
+
+    /// Clears counts and histograms but keeps open episodes (interval reset for `live`).
+    pub fn take_interval(&mut self) -> Aggregate {
+        let open = std::mem::take(&mut self.open);
+        let out = std::mem::replace(self, Aggregate::new());
+        self.open = open;
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use probe_common::{AttemptEvent, EventKind, attempt_kind, fault_flag, trylock, vm_fault};
+
+    fn attempt(tid: u32, n: u16, flags: u32, ret: u32, start: u64, end: u64) -> Record {
+        Record::Attempt(AttemptEvent {
+            kind: EventKind::Attempt as u32,
+            flags,
+            tid,
+            tgid: 100,
+            episode_start_ns: start,
+            attempt_start_ns: start,
+            attempt_end_ns: end,
+            mm: 1,
+            resv: 0,
+            wait_held_ns: 0,
+            wait_dropped_ns: 0,
+            fence_drop_ns: 0,
+            collateral_ns: 0,
+            ep_wait_held_ns: 0,
+            ep_wait_dropped_ns: 500,
+            ep_collateral_ns: 0,
+            vmf_flags: if n > 1 { fault_flag::TRIED } else { 0 },
+            ret,
+            reserve_ret: 0,
+            wait_ret: 0,
+            attempt: n,
+            waits: 0,
+            collateral_waiters: 0,
+            attempt_kind: attempt_kind::FAULT,
+            trylock: trylock::ACQUIRED,
+            holder_tid: 0,
+            holder_tgid: 0,
+            holder_comm: [0; 16],
+            comm: [0; 16],
+            driver: *b"bochs\0\0\0\0\0\0\0\0\0\0\0",
+        })
+    }
+
+    #[test]
+    fn histogram_bounds_are_valid() {
+        let mut h = new_histogram();
+        h.saturating_record(HIST_HIGH * 2);
+        assert!(h.max() >= HIST_HIGH);
+    }
+
+    #[test]
+    fn a_retry_episode_is_counted_once_with_its_full_latency() {
+        use attempt_flag as af;
+        let mut agg = Aggregate::new();
+        agg.add(&attempt(
+            7,
+            1,
+            af::RESERVE_CALLED | af::DROPPED_IN_RESERVE | af::WAITED_DROPPED,
+            vm_fault::RETRY,
+            1_000,
+            5_000,
+        ));
+        assert_eq!(agg.episodes_total(), 0, "episode still open after RETRY");
+        agg.add(&attempt(
+            7,
+            2,
+            af::RESERVE_CALLED | af::EPISODE_END,
+            vm_fault::NOPAGE,
+            1_000,
+            9_000,
+        ));
+        assert_eq!(agg.episodes.get(&EpisodePath::Retry), Some(&1));
+        assert_eq!(agg.attempts_total(), 2);
+        assert_eq!(agg.tried_attempts, 1);
+        let lat = &agg.histograms[&(Metric::EpisodeLatency, "retry".to_string())];
+        assert_eq!(lat.len(), 1);
+        assert!(lat.value_at_quantile(0.5).abs_diff(8_000) <= 8);
+        assert_eq!(agg.drivers.iter().next().map(String::as_str), Some("bochs"));
+    }
+
+    #[test]
+    fn interval_take_keeps_open_episodes() {
+        use attempt_flag as af;
+        let mut agg = Aggregate::new();
+        agg.add(&attempt(
+            7,
+            1,
+            af::RESERVE_CALLED | af::DROPPED_IN_RESERVE,
+            vm_fault::RETRY,
+            0,
+            10,
+        ));
+        let first = agg.take_interval();
+        assert_eq!(first.attempts_total(), 1);
+        agg.add(&attempt(7, 2, af::RESERVE_CALLED | af::EPISODE_END, 0, 0, 20));
+        assert_eq!(agg.episodes.get(&EpisodePath::Retry), Some(&1));
+        let mut total = first.clone();
+        total.merge(&agg);
+        assert_eq!(total.attempts_total(), 2);
+        assert_eq!(total.episodes_total(), 1);
+    }
+}

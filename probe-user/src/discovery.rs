@@ -1,0 +1,312 @@
+//! Which kernel functions and tracepoints to attach to, on this kernel. Every kernel-version
+//! difference ttmlat knows about lives in this module; the rest of the tool asks the plan.
+//!
+//! Pure: [`plan`] takes the symbol table and tracepoint list and returns an [`AttachPlan`], so
+//! it is unit tested against real symbol lists of Debian kernels (tests/data/symbols).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A function symbol and the module it lives in ("vmlinux" for the core kernel).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Symbol {
+    pub name: String,
+    pub module: String,
+}
+
+/// Function symbols of the running kernel (from /proc/kallsyms), by name.
+#[derive(Clone, Debug, Default)]
+pub struct SymbolTable {
+    by_name: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl SymbolTable {
+    /// Parses `/proc/kallsyms` text ("addr type name [module]"); keeps text symbols only.
+    pub fn from_kallsyms(text: &str) -> Self {
+        let mut table = Self::default();
+        for line in text.lines() {
+            let mut it = line.split_whitespace();
+            let (Some(_addr), Some(kind), Some(name)) = (it.next(), it.next(), it.next()) else {
+                continue;
+            };
+            if !matches!(kind, "t" | "T") {
+                continue;
+            }
+            let module = it
+                .next()
+                .map(|m| m.trim_start_matches('[').trim_end_matches(']'))
+                .unwrap_or("vmlinux");
+            table.insert(name, module);
+        }
+        table
+    }
+
+    /// Parses `nm --defined-only` output of one object (test data), attributing it to `module`.
+    pub fn add_nm(&mut self, text: &str, module: &str) {
+        for line in text.lines() {
+            let mut it = line.split_whitespace().rev();
+            let (Some(name), Some(kind)) = (it.next(), it.next()) else {
+                continue;
+            };
+            if matches!(kind, "t" | "T") {
+                self.insert(name, module);
+            }
+        }
+    }
+
+    pub fn insert(&mut self, name: &str, module: &str) {
+        // Compiler clones (foo.isra.0, foo.constprop.0) are not the function itself.
+        if name.contains('.') {
+            return;
+        }
+        self.by_name
+            .entry(name.to_string())
+            .or_default()
+            .insert(module.to_string());
+    }
+
+    pub fn module_of(&self, name: &str) -> Option<&str> {
+        self.by_name
+            .get(name)
+            .and_then(|m| m.iter().next())
+            .map(String::as_str)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
+/// A known TTM fault entry point: the handler and the driver it belongs to.
+struct FaultHandler {
+    symbol: &'static str,
+    /// Kernel versions where it exists and what it does.
+    note: &'static str,
+}
+
+/// Fault handlers that start an attempt. `ttm_bo_vm_fault` is the generic one (qxl,
+/// drm_gem_vram_helper users such as bochs, ast, hibmc); the others are drivers' own handlers
+/// that call `ttm_bo_vm_reserve` themselves.
+const FAULT_HANDLERS: &[FaultHandler] = &[
+    FaultHandler {
+        symbol: "ttm_bo_vm_fault",
+        note: "ttm 5.4+ (static before 5.5); qxl, drm_vram_helper (bochs ≤6.12, ast, hibmc)",
+    },
+    FaultHandler {
+        symbol: "amdgpu_gem_fault",
+        note: "amdgpu 5.10+",
+    },
+    FaultHandler {
+        symbol: "radeon_gem_fault",
+        note: "radeon 5.12+",
+    },
+    FaultHandler {
+        symbol: "radeon_ttm_fault",
+        note: "radeon ≤5.11",
+    },
+    FaultHandler {
+        symbol: "nouveau_ttm_fault",
+        note: "nouveau 5.10+",
+    },
+    FaultHandler {
+        symbol: "vmw_bo_vm_fault",
+        note: "vmwgfx 5.10+",
+    },
+    FaultHandler {
+        symbol: "vmw_bo_vm_mkwrite",
+        note: "vmwgfx 5.10+ (page_mkwrite)",
+    },
+    FaultHandler {
+        symbol: "vmw_bo_vm_huge_fault",
+        note: "vmwgfx 5.10–6.7",
+    },
+    FaultHandler {
+        symbol: "vm_fault_ttm",
+        note: "i915 6.1+ (TTM backend, discrete GPUs)",
+    },
+    FaultHandler {
+        symbol: "xe_gem_fault",
+        note: "xe 6.8–6.18",
+    },
+];
+
+/// Probe attach points chosen for this kernel.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AttachPlan {
+    /// (symbol, module) of every fault handler to hook (entry + return).
+    pub fault_handlers: Vec<(String, String)>,
+    /// `ttm_bo_vm_reserve` if present (5.5+).
+    pub reserve: Option<String>,
+    /// `ttm_bo_vm_access` (5.5–6.18) or `ttm_bo_access` (6.19+).
+    pub access: Option<String>,
+    /// `ww_mutex_trylock` when out of line (5.16+).
+    pub trylock: Option<String>,
+    /// Reservation waits: `ww_mutex_lock_interruptible`, `ww_mutex_lock`.
+    pub resv_lock: Vec<String>,
+    /// `up_read`: observes the mmap_lock drop.
+    pub read_unlock: String,
+    /// How collateral stalls on mmap_lock are seen.
+    pub contention: ContentionSource,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ContentionSource {
+    /// lock:contention_begin / contention_end (5.19+), raw tracepoints.
+    Tracepoints,
+    /// kprobes on the rwsem slowpaths (older kernels).
+    RwsemSlowpath(Vec<String>),
+    /// Neither: collateral stalls are not measured (said in every report).
+    Unavailable,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    #[error(
+        "TTM is not loaded: no TTM fault handler (ttm_bo_vm_fault or a driver handler) in \
+         /proc/kallsyms. Load your GPU driver (e.g. `modprobe amdgpu`) and retry"
+    )]
+    NoTtm,
+    #[error("kernel function `{0}` not found: this kernel is not supported ({1})")]
+    Missing(&'static str, &'static str),
+}
+
+/// Chooses the attach points from the symbols and tracepoints this kernel has.
+pub fn plan(symbols: &SymbolTable, has_lock_tracepoints: bool) -> Result<AttachPlan, PlanError> {
+    let fault_handlers: Vec<(String, String)> = FAULT_HANDLERS
+        .iter()
+        .filter_map(|h| {
+            symbols
+                .module_of(h.symbol)
+                .map(|m| (h.symbol.to_string(), m.to_string()))
+        })
+        .collect();
+    if fault_handlers.is_empty() {
+        return Err(PlanError::NoTtm);
+    }
+    let has = |name: &str| symbols.module_of(name).is_some();
+    let first = |names: &[&str]| names.iter().find(|n| has(n)).map(|n| n.to_string());
+    let resv_lock: Vec<String> = ["ww_mutex_lock_interruptible", "ww_mutex_lock"]
+        .iter()
+        .filter(|n| has(n))
+        .map(|n| n.to_string())
+        .collect();
+    if resv_lock.is_empty() {
+        return Err(PlanError::Missing(
+            "ww_mutex_lock_interruptible",
+            "reservation waits cannot be timed",
+        ));
+    }
+    if !has("up_read") {
+        return Err(PlanError::Missing(
+            "up_read",
+            "the mmap_lock drop cannot be observed",
+        ));
+    }
+    let contention = if has_lock_tracepoints {
+        ContentionSource::Tracepoints
+    } else {
+        let slow: Vec<String> = ["rwsem_down_read_slowpath", "rwsem_down_write_slowpath"]
+            .iter()
+            .filter(|n| has(n))
+            .map(|n| n.to_string())
+            .collect();
+        if slow.is_empty() {
+            ContentionSource::Unavailable
+        } else {
+            ContentionSource::RwsemSlowpath(slow)
+        }
+    };
+    Ok(AttachPlan {
+        fault_handlers,
+        reserve: first(&["ttm_bo_vm_reserve"]),
+        access: first(&["ttm_bo_vm_access", "ttm_bo_access"]),
+        trylock: first(&["ww_mutex_trylock"]),
+        resv_lock,
+        read_unlock: "up_read".into(),
+        contention,
+    })
+}
+
+impl AttachPlan {
+    /// Drivers whose fault path this plan covers (modules of the handlers, plus the generic
+    /// handler's users which are only known at run time from the mapping).
+    pub fn handler_modules(&self) -> BTreeSet<String> {
+        self.fault_handlers.iter().map(|(_, m)| m.clone()).collect()
+    }
+
+    /// Human-readable notes of the handlers in the plan.
+    pub fn handler_notes(&self) -> Vec<String> {
+        self.fault_handlers
+            .iter()
+            .map(|(sym, module)| {
+                let note = FAULT_HANDLERS
+                    .iter()
+                    .find(|h| h.symbol == sym)
+                    .map(|h| h.note)
+                    .unwrap_or("");
+                format!("{sym} [{module}]: {note}")
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(entries: &[(&str, &str)]) -> SymbolTable {
+        let mut t = SymbolTable::default();
+        for (n, m) in entries {
+            t.insert(n, m);
+        }
+        t
+    }
+
+    #[test]
+    fn parses_kallsyms_lines() {
+        let t = SymbolTable::from_kallsyms(
+            "ffffffff81000000 T _stext\n\
+             ffffffffc0a01230 t ttm_bo_vm_fault\t[ttm]\n\
+             ffffffffc0a01330 T ttm_bo_vm_reserve\t[ttm]\n\
+             ffffffffc0a01430 d some_data\t[ttm]\n\
+             ffffffffc0a01530 t foo.isra.0\t[ttm]\n\
+             garbage\n",
+        );
+        assert_eq!(t.module_of("ttm_bo_vm_fault"), Some("ttm"));
+        assert_eq!(t.module_of("_stext"), Some("vmlinux"));
+        assert_eq!(t.module_of("some_data"), None);
+        assert_eq!(t.module_of("foo.isra.0"), None);
+        assert_eq!(t.len(), 3);
+    }
+
+    #[test]
+    fn no_ttm_is_a_clear_error() {
+        let t = table(&[("up_read", "vmlinux"), ("ww_mutex_lock", "vmlinux")]);
+        assert_eq!(plan(&t, true), Err(PlanError::NoTtm));
+        assert!(PlanError::NoTtm.to_string().contains("TTM is not loaded"));
+    }
+
+    #[test]
+    fn older_kernel_falls_back_to_rwsem_slowpath() {
+        let t = table(&[
+            ("ttm_bo_vm_fault", "ttm"),
+            ("ww_mutex_lock_interruptible", "vmlinux"),
+            ("up_read", "vmlinux"),
+            ("rwsem_down_read_slowpath", "vmlinux"),
+            ("rwsem_down_write_slowpath", "vmlinux"),
+        ]);
+        let p = plan(&t, false).expect("plan");
+        assert_eq!(p.reserve, None);
+        assert_eq!(p.trylock, None);
+        assert_eq!(
+            p.contention,
+            ContentionSource::RwsemSlowpath(vec![
+                "rwsem_down_read_slowpath".into(),
+                "rwsem_down_write_slowpath".into()
+            ])
+        );
+    }
+}

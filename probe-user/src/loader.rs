@@ -1,0 +1,210 @@
+//! Loads the embedded eBPF object with this kernel's layout and attaches it where the
+//! discovery plan says. Entry probes use aya's kprobes; return probes use tracefs with a large
+//! `maxactive` (see `retprobe`).
+
+use std::os::fd::AsFd;
+
+use anyhow::{Context, Result, anyhow};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{KProbe, RawTracePoint},
+};
+use probe_common::{MmWatch, ProbeConfig, ThreadState, WaiterState, config_flag, names, stat};
+
+use crate::{
+    discovery::{AttachPlan, ContentionSource},
+    retprobe::{self, RetProbe},
+};
+
+/// The eBPF object built by build.rs from probe-ebpf.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe"));
+
+pub struct LoadOptions {
+    pub config: ProbeConfig,
+    pub ring_buffer_bytes: u32,
+    pub maxactive: u32,
+}
+
+/// Attached probes. Dropping it detaches everything (tracefs events included).
+pub struct Probes {
+    // Field order matters: return probes (tracefs) go before the object they use.
+    retprobes: Vec<RetProbe>,
+    ebpf: Ebpf,
+    /// What is attached, for recordings: "kprobe:sym", "kretprobe:sym", "raw_tp:name".
+    pub attached: Vec<String>,
+}
+
+impl Probes {
+    pub fn load(plan: &AttachPlan, opts: &LoadOptions) -> Result<Self> {
+        let mut config = opts.config;
+        if plan.trylock.is_some() {
+            config.flags |= config_flag::TRYLOCK_PROBED;
+        }
+        let ebpf = EbpfLoader::new()
+            .override_global(names::CONFIG, &config, true)
+            .map_max_entries(names::EVENTS, opts.ring_buffer_bytes)
+            .load(OBJECT)
+            .context("loading the eBPF object into the kernel")?;
+        let tracefs = retprobe::tracefs()?;
+        retprobe::remove_stale(&tracefs);
+        let mut probes = Self {
+            retprobes: Vec::new(),
+            ebpf,
+            attached: Vec::new(),
+        };
+        for (sym, _module) in &plan.fault_handlers {
+            probes.kprobe("ttm_fault_enter", sym)?;
+            probes.kretprobe("ttm_fault_exit", sym, &tracefs, opts.maxactive)?;
+        }
+        if let Some(sym) = &plan.reserve {
+            probes.kprobe("ttm_reserve_enter", sym)?;
+            probes.kretprobe("ttm_reserve_exit", sym, &tracefs, opts.maxactive)?;
+        }
+        if let Some(sym) = &plan.access {
+            probes.kprobe("ttm_access_enter", sym)?;
+            probes.kretprobe("ttm_access_exit", sym, &tracefs, opts.maxactive)?;
+        }
+        if let Some(sym) = &plan.trylock {
+            probes.kretprobe("resv_trylock_exit", sym, &tracefs, opts.maxactive)?;
+        }
+        for sym in &plan.resv_lock {
+            probes.kprobe("resv_lock_enter", sym)?;
+            probes.kretprobe("resv_lock_exit", sym, &tracefs, opts.maxactive)?;
+        }
+        probes.kprobe("mmap_read_unlock", &plan.read_unlock)?;
+        match &plan.contention {
+            ContentionSource::Tracepoints => {
+                probes.raw_tracepoint("lock_contention_begin", "contention_begin")?;
+                probes.raw_tracepoint("lock_contention_end", "contention_end")?;
+            }
+            ContentionSource::RwsemSlowpath(syms) => {
+                for sym in syms {
+                    probes.kprobe("rwsem_slow_enter", sym)?;
+                    probes.kretprobe("rwsem_slow_exit", sym, &tracefs, opts.maxactive)?;
+                }
+            }
+            ContentionSource::Unavailable => {}
+        }
+        probes.raw_tracepoint("thread_exit", "sched_process_exit")?;
+        Ok(probes)
+    }
+
+    fn kprobe_prog(&mut self, prog: &str) -> Result<&mut KProbe> {
+        let p: &mut KProbe = self
+            .ebpf
+            .program_mut(prog)
+            .ok_or_else(|| anyhow!("program {prog} missing from the eBPF object"))?
+            .try_into()
+            .with_context(|| format!("program {prog} is not a kprobe"))?;
+        if p.fd().is_err() {
+            p.load()
+                .with_context(|| format!("the kernel refused to load program {prog}"))?;
+        }
+        Ok(p)
+    }
+
+    fn kprobe(&mut self, prog: &str, symbol: &str) -> Result<()> {
+        self.kprobe_prog(prog)?
+            .attach(symbol, 0)
+            .with_context(|| format!("attaching a kprobe to {symbol}"))?;
+        self.attached.push(format!("kprobe:{symbol}"));
+        Ok(())
+    }
+
+    fn kretprobe(
+        &mut self,
+        prog: &str,
+        symbol: &str,
+        tracefs: &std::path::Path,
+        maxactive: u32,
+    ) -> Result<()> {
+        let fd = self.kprobe_prog(prog)?.fd()?.as_fd().try_clone_to_owned()?;
+        let rp = RetProbe::attach(tracefs, symbol, maxactive, fd.as_fd())?;
+        self.retprobes.push(rp);
+        self.attached.push(format!("kretprobe:{symbol}"));
+        Ok(())
+    }
+
+    fn raw_tracepoint(&mut self, prog: &str, tp: &str) -> Result<()> {
+        let p: &mut RawTracePoint = self
+            .ebpf
+            .program_mut(prog)
+            .ok_or_else(|| anyhow!("program {prog} missing from the eBPF object"))?
+            .try_into()
+            .with_context(|| format!("program {prog} is not a raw tracepoint"))?;
+        p.load()
+            .with_context(|| format!("the kernel refused to load program {prog}"))?;
+        p.attach(tp)
+            .with_context(|| format!("attaching to raw tracepoint {tp}"))?;
+        self.attached.push(format!("raw_tp:{tp}"));
+        Ok(())
+    }
+
+    /// The ring buffer of events (taken once).
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
+        let map = self
+            .ebpf
+            .take_map(names::EVENTS)
+            .ok_or_else(|| anyhow!("map {} missing", names::EVENTS))?;
+        RingBuf::try_from(map).context("EVENTS is not a ring buffer")
+    }
+
+    /// Sums of the per-CPU counters.
+    pub fn stats(&self) -> Result<ProbeStats> {
+        let map = self
+            .ebpf
+            .map(names::STATS)
+            .ok_or_else(|| anyhow!("map {} missing", names::STATS))?;
+        let arr: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)?;
+        let sum = |i: u32| -> u64 { arr.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0) };
+        Ok(ProbeStats {
+            ringbuf_drops: sum(stat::RINGBUF_DROPS),
+            thread_map_full: sum(stat::THREAD_MAP_FULL),
+            orphan_returns: sum(stat::ORPHAN_RETURNS),
+            watch_map_full: sum(stat::WATCH_MAP_FULL),
+            waiter_map_full: sum(stat::WAITER_MAP_FULL),
+            read_faults: sum(stat::READ_FAULTS),
+            retprobe_misses: self.retprobes.iter().filter_map(RetProbe::misses).sum(),
+        })
+    }
+
+    /// Entries in the per-thread, waiter and mm-watch maps (state must return to baseline).
+    pub fn state_entries(&self) -> Result<StateEntries> {
+        Ok(StateEntries {
+            threads: self.count_keys::<u32, ThreadState>(names::THREADS)?,
+            waiters: self.count_keys::<u32, WaiterState>(names::WAITERS)?,
+            mm_watches: self.count_keys::<u64, MmWatch>(names::MM_WATCH)?,
+        })
+    }
+
+    fn count_keys<K: aya::Pod, V: aya::Pod>(&self, name: &str) -> Result<usize> {
+        let map = self
+            .ebpf
+            .map(name)
+            .ok_or_else(|| anyhow!("map {name} missing"))?;
+        let hash: HashMap<&MapData, K, V> =
+            HashMap::try_from(map).with_context(|| format!("map {name} is not a hash map"))?;
+        Ok(hash.keys().filter(Result::is_ok).count())
+    }
+}
+
+/// Live entries of the probes' state maps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StateEntries {
+    pub threads: usize,
+    pub waiters: usize,
+    pub mm_watches: usize,
+}
+
+/// Counters of what the probes could not do, always shown.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProbeStats {
+    pub ringbuf_drops: u64,
+    pub thread_map_full: u64,
+    pub orphan_returns: u64,
+    pub watch_map_full: u64,
+    pub waiter_map_full: u64,
+    pub read_faults: u64,
+    pub retprobe_misses: u64,
+}

@@ -1,0 +1,260 @@
+//! ttmlat: how long TTM GPU-buffer page faults hold mmap_lock while they wait for a buffer
+//! reservation, which path the kernel took, and whom it stalled — measured in the kernel.
+//!
+//! Data path: probes (probe-ebpf) → records (probe-common) → `events` → `attribution` +
+//! `aggregate` → sinks (`report` terminal, `recording` file).
+
+mod aggregate;
+mod attribution;
+mod discovery;
+mod events;
+mod kernel_info;
+mod layout;
+mod loader;
+mod preflight;
+mod recording;
+mod report;
+mod retprobe;
+mod session;
+mod workload;
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::{
+    aggregate::Metric,
+    recording::Recording,
+    session::{Stop, TraceArgs},
+};
+
+#[derive(Parser, Debug)]
+#[command(name = "ttmlat", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Trace TTM faults and print per-interval counts by path and latency percentiles.
+    Live {
+        #[command(flatten)]
+        trace: TraceArgs,
+        /// Seconds between reports.
+        #[arg(short, long, default_value = "5s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        /// Stop after this long (default: until Ctrl-C).
+        #[arg(short, long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+        /// One JSON object per interval instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Trace for a duration (or until SIGINT/SIGTERM) and write a recording.
+    Record {
+        #[command(flatten)]
+        trace: TraceArgs,
+        /// How long to record (e.g. 10s, 2m); default: until SIGINT/SIGTERM.
+        #[arg(short, long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+        /// Output file.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// A label stored in the recording (e.g. "stock", "patched").
+        #[arg(long)]
+        label: Option<String>,
+        /// Print the summary as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a recording (text, or --json).
+    Show {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Built-in workloads that make real TTM faults.
+    #[command(subcommand)]
+    Workload(WorkloadCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum WorkloadCmd {
+    /// Create a dumb buffer, mmap it and touch every page once.
+    Touch(workload::touch::TouchArgs),
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ttmlat: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Live {
+            trace,
+            interval,
+            duration,
+            json,
+        } => {
+            let stop = duration.map_or(Stop::Signal, Stop::After);
+            let outcome = runtime()?.block_on(session::run(
+                &trace,
+                stop,
+                Some(interval),
+                |agg, stats| {
+                    if json {
+                        match live_json(agg, stats) {
+                            Ok(line) => println!("{line}"),
+                            Err(e) => eprintln!("ttmlat: {e:#}"),
+                        }
+                    } else {
+                        println!("{}", report::render("── interval ──", agg, stats, 0));
+                    }
+                },
+            ))?;
+            if !json {
+                println!(
+                    "{}",
+                    report::render("── total ──", &outcome.total, &outcome.stats, outcome.undecodable)
+                );
+                let lat = outcome.total.merged(Metric::EpisodeLatency);
+                print!("{}", report::log2_histogram(&lat, true));
+            }
+            Ok(())
+        }
+        Command::Record {
+            trace,
+            duration,
+            output,
+            label,
+            json,
+        } => {
+            // Fail before tracing if the output cannot be written.
+            check_writable(&output)?;
+            let stop = duration.map_or(Stop::Signal, Stop::After);
+            let outcome = runtime()?.block_on(session::run(&trace, stop, None, |_, _| {}))?;
+            let mut meta = outcome.meta;
+            meta.label = label;
+            let rec = Recording::from_aggregate(
+                meta,
+                &outcome.total,
+                outcome.stats,
+                outcome.undecodable,
+                outcome.state_entries_at_end,
+            )?;
+            rec.write(&output)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rec)?);
+            } else {
+                println!(
+                    "{}",
+                    report::render(
+                        &format!("recorded to {}", output.display()),
+                        &outcome.total,
+                        &outcome.stats,
+                        outcome.undecodable
+                    )
+                );
+                let lat = outcome.total.merged(Metric::EpisodeLatency);
+                print!("{}", report::log2_histogram(&lat, true));
+            }
+            Ok(())
+        }
+        Command::Show { file, json } => {
+            let rec = Recording::read(&file)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rec)?);
+            } else {
+                print!("{}", show_text(&rec));
+            }
+            Ok(())
+        }
+        Command::Workload(WorkloadCmd::Touch(args)) => workload::touch::run(&args),
+    }
+}
+
+fn check_writable(output: &std::path::Path) -> Result<()> {
+    let dir = match output.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    tempfile::NamedTempFile::new_in(&dir)
+        .map(drop)
+        .with_context(|| format!("cannot write the recording into {}", dir.display()))
+}
+
+fn live_json(agg: &aggregate::Aggregate, stats: &loader::ProbeStats) -> Result<String> {
+    let rec = Recording::from_aggregate(
+        recording::Meta::default(),
+        agg,
+        *stats,
+        0,
+        loader::StateEntries::default(),
+    )?;
+    let value = serde_json::json!({
+        "counts": rec.counts,
+        "histograms": rec.histograms.iter().map(|h| serde_json::json!({
+            "metric": h.metric, "class": h.class, "unit": h.unit, "count": h.count,
+            "p50": h.p50, "p90": h.p90, "p99": h.p99, "p999": h.p999, "max": h.max,
+        })).collect::<Vec<_>>(),
+        "holders": rec.holders,
+        "probe_stats": stats,
+    });
+    Ok(serde_json::to_string(&value)?)
+}
+
+fn show_text(rec: &Recording) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let m = &rec.meta;
+    let _ = writeln!(
+        out,
+        "recording: kernel {} ({}), ttm srcversion {}, taint {}, {}",
+        m.kernel_release,
+        m.kernel_package.as_deref().unwrap_or("package unknown"),
+        m.ttm_srcversion.as_deref().unwrap_or("?"),
+        m.kernel_taint.map_or("?".into(), |t| t.to_string()),
+        m.ttm_variant.as_deref().unwrap_or("")
+    );
+    let _ = writeln!(
+        out,
+        "  {} s, drivers {:?}, label {:?}",
+        (m.end_unix_ns.saturating_sub(m.start_unix_ns)) as f64 / 1e9,
+        m.drivers_seen,
+        m.label
+    );
+    let _ = writeln!(out, "  episodes {:?}", rec.counts.episodes);
+    let _ = writeln!(out, "  attempts {:?}", rec.counts.attempts);
+    for h in &rec.histograms {
+        let _ = writeln!(
+            out,
+            "  {:<18} {:<16} n={:<8} p50={} p99={} p99.9={} max={}",
+            h.metric,
+            h.class,
+            h.count,
+            h.p50,
+            h.p99,
+            h.p999,
+            h.max
+        );
+    }
+    let _ = writeln!(out, "  lost: {:?}", rec.probe_stats);
+    out
+}

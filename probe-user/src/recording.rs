@@ -1,0 +1,331 @@
+//! Self-describing recordings: metadata of the run (kernel, ttm module, attach points, tool,
+//! command line, times), counts, and every histogram in HdrHistogram's V2+DEFLATE encoding
+//! (base64), readable by any HdrHistogram implementation. Written atomically.
+
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    path::Path,
+};
+
+use anyhow::{Context, Result, bail};
+use base64::Engine;
+use hdrhistogram::{
+    Histogram,
+    serialization::{Deserializer, Serializer, V2DeflateSerializer},
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    aggregate::{Aggregate, HIST_HIGH, HIST_LOW, HIST_SIGFIG, HolderCount, Metric, WaiterTotals},
+    loader::{ProbeStats, StateEntries},
+};
+
+pub const FORMAT: &str = "ttmlat-recording";
+pub const VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Meta {
+    pub tool_version: String,
+    pub command_line: Vec<String>,
+    pub kernel_release: String,
+    pub kernel_version: String,
+    /// Debian package the kernel came from, when known (lab runs set LAB_KERNEL_PACKAGE).
+    pub kernel_package: Option<String>,
+    pub ttm_srcversion: Option<String>,
+    /// /proc/sys/kernel/tainted at start.
+    pub kernel_taint: Option<u64>,
+    /// Lab variant label (stock/blocking), when run in the lab.
+    pub ttm_variant: Option<String>,
+    pub attach_points: Vec<String>,
+    pub handlers: Vec<String>,
+    pub contention_source: String,
+    pub drivers_seen: Vec<String>,
+    pub filters: BTreeMap<String, String>,
+    pub start_unix_ns: u128,
+    pub end_unix_ns: u128,
+    pub hostname: String,
+    /// Free-form label (`--label`), e.g. "before", "patched".
+    pub label: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct HistogramEntry {
+    pub metric: String,
+    pub class: String,
+    /// "ns" or "count".
+    pub unit: String,
+    pub count: u64,
+    pub min: u64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+    pub mean: f64,
+    /// HdrHistogram V2 + DEFLATE, base64.
+    pub encoded: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Counts {
+    pub episodes: BTreeMap<String, u64>,
+    pub attempts: BTreeMap<String, u64>,
+    pub tried_attempts: u64,
+    pub abandoned: u64,
+    pub waiter_records: u64,
+    pub unbalanced: u64,
+    pub episodes_by_tgid: BTreeMap<u32, u64>,
+    pub attempts_by_tgid: BTreeMap<u32, u64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Recording {
+    pub format: String,
+    pub version: u32,
+    pub meta: Meta,
+    /// Records lost or not followed, always reported.
+    pub probe_stats: ProbeStats,
+    /// Ring-buffer records userspace could not decode.
+    pub undecodable_records: u64,
+    /// Entries left in the probes' state maps at the end (should be 0 when idle).
+    pub state_entries_at_end: StateEntries,
+    pub counts: Counts,
+    pub histograms: Vec<HistogramEntry>,
+    pub holders: Vec<HolderCount>,
+    pub waiters: BTreeMap<u32, WaiterTotals>,
+    /// Repetitions merged into this recording (`ttmlat bench`); 1 otherwise.
+    pub repetitions: u32,
+}
+
+pub fn encode_histogram(h: &Histogram<u64>) -> Result<String> {
+    let mut buf = Vec::new();
+    V2DeflateSerializer::new()
+        .serialize(h, &mut buf)
+        .map_err(|e| anyhow::anyhow!("encoding a histogram: {e:?}"))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(buf))
+}
+
+pub fn decode_histogram(s: &str) -> Result<Histogram<u64>> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(s.as_bytes())
+        .context("histogram is not valid base64")?;
+    let h: Histogram<u64> = Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|e| anyhow::anyhow!("histogram is not a valid HdrHistogram encoding: {e:?}"))?;
+    Ok(h)
+}
+
+fn entry(metric: Metric, class: &str, h: &Histogram<u64>) -> Result<HistogramEntry> {
+    Ok(HistogramEntry {
+        metric: metric.name().to_string(),
+        class: class.to_string(),
+        unit: if metric.is_time() { "ns" } else { "count" }.to_string(),
+        count: h.len(),
+        min: h.min(),
+        p50: h.value_at_quantile(0.5),
+        p90: h.value_at_quantile(0.9),
+        p99: h.value_at_quantile(0.99),
+        p999: h.value_at_quantile(0.999),
+        max: h.max(),
+        mean: h.mean(),
+        encoded: encode_histogram(h)?,
+    })
+}
+
+impl Recording {
+    pub fn from_aggregate(
+        meta: Meta,
+        agg: &Aggregate,
+        probe_stats: ProbeStats,
+        undecodable_records: u64,
+        state_entries_at_end: StateEntries,
+    ) -> Result<Self> {
+        let mut histograms = Vec::new();
+        for ((metric, class), h) in &agg.histograms {
+            histograms.push(entry(*metric, class, h)?);
+        }
+        Ok(Self {
+            format: FORMAT.into(),
+            version: VERSION,
+            meta,
+            probe_stats,
+            undecodable_records,
+            state_entries_at_end,
+            counts: Counts {
+                episodes: agg
+                    .episodes
+                    .iter()
+                    .map(|(k, v)| (k.name().to_string(), *v))
+                    .collect(),
+                attempts: agg
+                    .attempts
+                    .iter()
+                    .map(|(k, v)| (k.name().to_string(), *v))
+                    .collect(),
+                tried_attempts: agg.tried_attempts,
+                abandoned: agg.abandoned,
+                waiter_records: agg.waiter_records,
+                unbalanced: agg.unbalanced,
+                episodes_by_tgid: agg.episodes_by_tgid.clone(),
+                attempts_by_tgid: agg.attempts_by_tgid.clone(),
+            },
+            histograms,
+            holders: agg.holders(),
+            waiters: agg.waiters.clone(),
+            repetitions: 1,
+        })
+    }
+
+    /// Writes the recording atomically (temp file in the same directory, fsync, rename).
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)
+            .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+        serde_json::to_writer_pretty(&mut tmp, self).context("serialising the recording")?;
+        tmp.write_all(b"\n")?;
+        tmp.as_file().sync_all().context("fsync of the recording")?;
+        tmp.persist(path)
+            .map_err(|e| e.error)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(())
+    }
+
+    /// Reads and validates a recording; every failure names the file and what is wrong.
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        Self::parse(&bytes).with_context(|| format!("{} is not a usable recording", path.display()))
+    }
+
+    pub fn parse(bytes: &[u8]) -> Result<Self> {
+        let probe: serde_json::Value =
+            serde_json::from_slice(bytes).context("not JSON (truncated or corrupt file?)")?;
+        match probe.get("format").and_then(|f| f.as_str()) {
+            Some(FORMAT) => {}
+            Some(other) => bail!("format is {other:?}, expected {FORMAT:?}"),
+            None => bail!("no \"format\" field: not a ttmlat recording"),
+        }
+        match probe.get("version").and_then(|v| v.as_u64()) {
+            Some(v) if v == u64::from(VERSION) => {}
+            Some(v) => bail!("recording version {v} is not supported (this ttmlat reads {VERSION})"),
+            None => bail!("no \"version\" field"),
+        }
+        let rec: Recording = serde_json::from_value(probe).context("fields missing or mistyped")?;
+        for h in &rec.histograms {
+            if Metric::from_name(&h.metric).is_none() {
+                bail!("unknown metric {:?}", h.metric);
+            }
+            let decoded = decode_histogram(&h.encoded)
+                .with_context(|| format!("histogram {}/{}", h.metric, h.class))?;
+            if decoded.len() != h.count {
+                bail!(
+                    "histogram {}/{} claims {} values but encodes {}",
+                    h.metric,
+                    h.class,
+                    h.count,
+                    decoded.len()
+                );
+            }
+            if decoded.low() > HIST_LOW
+                || decoded.high() < HIST_HIGH
+                || decoded.sigfig() != HIST_SIGFIG
+            {
+                bail!(
+                    "histogram {}/{} has bounds {}..{} / {} digits, expected {}..{} / {}",
+                    h.metric,
+                    h.class,
+                    decoded.low(),
+                    decoded.high(),
+                    decoded.sigfig(),
+                    HIST_LOW,
+                    HIST_HIGH,
+                    HIST_SIGFIG
+                );
+            }
+        }
+        Ok(rec)
+    }
+
+    /// The decoded histogram of (metric, class).
+    pub fn histogram(&self, metric: Metric, class: &str) -> Result<Option<Histogram<u64>>> {
+        self.histograms
+            .iter()
+            .find(|h| h.metric == metric.name() && h.class == class)
+            .map(|h| decode_histogram(&h.encoded))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::new_histogram;
+
+    fn sample() -> Recording {
+        let mut agg = Aggregate::new();
+        let mut h = new_histogram();
+        for v in [1_000u64, 2_000, 3_000, 1_000_000] {
+            h.record(v).expect("in range");
+        }
+        agg.histograms
+            .insert((Metric::EpisodeLatency, "uncontended".into()), h);
+        Recording::from_aggregate(
+            Meta::default(),
+            &agg,
+            ProbeStats::default(),
+            0,
+            StateEntries::default(),
+        )
+        .expect("recording")
+    }
+
+    #[test]
+    fn round_trips_through_a_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("r.json");
+        let rec = sample();
+        rec.write(&path).expect("write");
+        let back = Recording::read(&path).expect("read");
+        assert_eq!(back, rec);
+        let h = back
+            .histogram(Metric::EpisodeLatency, "uncontended")
+            .expect("decode")
+            .expect("present");
+        assert_eq!(h.len(), 4);
+    }
+
+    #[test]
+    fn rejects_bad_inputs_with_reasons() {
+        let good = serde_json::to_vec(&sample()).expect("json");
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (good[..good.len() / 2].to_vec(), "truncated"),
+            (b"{}".to_vec(), "format"),
+            (
+                String::from_utf8_lossy(&good)
+                    .replace("\"version\":1", "\"version\":99")
+                    .into_bytes(),
+                "version 99",
+            ),
+            (
+                String::from_utf8_lossy(&good)
+                    .replace("\"count\":4", "\"count\":5")
+                    .into_bytes(),
+                "claims 5",
+            ),
+            (
+                String::from_utf8_lossy(&good)
+                    .replace("\"encoded\":\"", "\"encoded\":\"!!")
+                    .into_bytes(),
+                "base64",
+            ),
+        ];
+        for (bytes, want) in cases {
+            let err = format!("{:#}", Recording::parse(&bytes).expect_err(want));
+            assert!(err.contains(want), "{want}: {err}");
+        }
+    }
+}

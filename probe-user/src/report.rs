@@ -1,0 +1,192 @@
+//! Terminal output: counts by path and p50/p90/p99/p99.9/max per metric, plus what was lost.
+
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+
+use crate::{
+    aggregate::{Aggregate, Metric},
+    attribution::{AttemptPath, EpisodePath},
+    loader::ProbeStats,
+};
+
+/// Formats nanoseconds with a unit that keeps 3–4 significant digits.
+pub fn ns(v: u64) -> String {
+    match v {
+        0..=9_999 => format!("{v}ns"),
+        10_000..=9_999_999 => format!("{:.1}µs", v as f64 / 1e3),
+        10_000_000..=9_999_999_999 => format!("{:.2}ms", v as f64 / 1e6),
+        _ => format!("{:.3}s", v as f64 / 1e9),
+    }
+}
+
+fn fmt_value(metric: Metric, v: u64) -> String {
+    if metric.is_time() { ns(v) } else { v.to_string() }
+}
+
+fn percentiles(metric: Metric, h: &Histogram<u64>) -> String {
+    format!(
+        "{:>8} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        h.len(),
+        fmt_value(metric, h.value_at_quantile(0.5)),
+        fmt_value(metric, h.value_at_quantile(0.9)),
+        fmt_value(metric, h.value_at_quantile(0.99)),
+        fmt_value(metric, h.value_at_quantile(0.999)),
+        fmt_value(metric, h.max()),
+    )
+}
+
+/// A full report of one aggregate.
+pub fn render(title: &str, agg: &Aggregate, stats: &ProbeStats, undecodable: u64) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{title}");
+    let _ = writeln!(
+        out,
+        "  faults (episodes): {}   attempts: {}   TRIED attempts: {}   abandoned: {}",
+        agg.episodes_total(),
+        agg.attempts_total(),
+        agg.tried_attempts,
+        agg.abandoned
+    );
+    let eps: Vec<String> = EpisodePath::ALL
+        .iter()
+        .filter_map(|p| agg.episodes.get(p).map(|n| format!("{} {n}", p.name())))
+        .collect();
+    if !eps.is_empty() {
+        let _ = writeln!(out, "  episode paths: {}", eps.join(", "));
+    }
+    let atts: Vec<String> = AttemptPath::ALL
+        .iter()
+        .filter_map(|p| agg.attempts.get(p).map(|n| format!("{} {n}", p.name())))
+        .collect();
+    if !atts.is_empty() {
+        let _ = writeln!(out, "  attempt paths: {}", atts.join(", "));
+    }
+    if !agg.histograms.is_empty() {
+        let _ = writeln!(
+            out,
+            "  {:<18} {:<16} {:>8} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "metric", "path", "count", "p50", "p90", "p99", "p99.9", "max"
+        );
+        for metric in Metric::ALL {
+            for ((m, class), h) in &agg.histograms {
+                if *m == metric {
+                    let _ = writeln!(
+                        out,
+                        "  {:<18} {:<16} {}",
+                        metric.name(),
+                        class,
+                        percentiles(metric, h)
+                    );
+                }
+            }
+        }
+    }
+    let holders = agg.holders();
+    if !holders.is_empty() {
+        let top: Vec<String> = holders
+            .iter()
+            .take(5)
+            .map(|h| format!("{}[{}] ×{}", sanitize(&h.comm), h.tgid, h.count))
+            .collect();
+        let _ = writeln!(out, "  reservation holders at trylock failure: {}", top.join(", "));
+    }
+    let stalled: Vec<String> = agg
+        .waiters
+        .iter()
+        .filter(|(_, w)| w.held_overlap_ns > 0)
+        .take(5)
+        .map(|(tid, w)| {
+            format!(
+                "{}[{tid}] {} of {} waiting",
+                sanitize(&w.comm),
+                ns(w.held_overlap_ns),
+                ns(w.wait_ns)
+            )
+        })
+        .collect();
+    if !stalled.is_empty() {
+        let _ = writeln!(out, "  stalled on mmap_lock by held waits: {}", stalled.join(", "));
+    }
+    if !agg.drivers.is_empty() {
+        let d: Vec<&str> = agg.drivers.iter().map(String::as_str).collect();
+        let _ = writeln!(out, "  drivers: {}", d.join(", "));
+    }
+    let _ = writeln!(
+        out,
+        "  lost: ring buffer {}, return probes missed {}, thread map full {}, undecodable {}",
+        stats.ringbuf_drops, stats.retprobe_misses, stats.thread_map_full, undecodable
+    );
+    out
+}
+
+/// Makes a kernel-provided string (comm) safe for a terminal line.
+pub fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// bcc-style log2 histogram of one metric (`low -> high : count |***|`).
+pub fn log2_histogram(h: &Histogram<u64>, unit_ns: bool) -> String {
+    let mut out = String::new();
+    if h.is_empty() {
+        return out;
+    }
+    let max_bucket = 64 - h.max().leading_zeros();
+    let mut buckets = vec![0u64; max_bucket as usize + 1];
+    for v in h.iter_recorded() {
+        let b = 64 - v.value_iterated_to().leading_zeros();
+        if let Some(slot) = buckets.get_mut(b as usize) {
+            *slot += v.count_at_value();
+        }
+    }
+    let first = buckets.iter().position(|&c| c > 0).unwrap_or(0);
+    let peak = buckets.iter().copied().max().unwrap_or(1).max(1);
+    let unit = if unit_ns { "ns" } else { "" };
+    let _ = writeln!(out, "{:>24} : {:<8} distribution", format!("{unit}"), "count");
+    for (b, &count) in buckets.iter().enumerate().skip(first) {
+        let low = if b == 0 { 0 } else { 1u64 << (b - 1) };
+        let high = if b == 0 { 1 } else { (1u64 << b) - 1 };
+        let stars = (count * 40).div_ceil(peak) as usize;
+        let _ = writeln!(
+            out,
+            "{:>10} -> {:<10} : {:<8} |{:<40}|",
+            low,
+            high,
+            count,
+            "*".repeat(stars.min(40))
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::new_histogram;
+
+    #[test]
+    fn units() {
+        assert_eq!(ns(999), "999ns");
+        assert_eq!(ns(12_345), "12.3µs");
+        assert_eq!(ns(12_345_678), "12.35ms");
+        assert_eq!(ns(12_345_678_901), "12.346s");
+    }
+
+    #[test]
+    fn control_characters_are_not_printed() {
+        assert_eq!(sanitize("a\nb\x1b[31m"), "a?b?[31m");
+    }
+
+    #[test]
+    fn log2_buckets_cover_every_value() {
+        let mut h = new_histogram();
+        for v in [1u64, 3, 3, 1000] {
+            h.record(v).expect("in range");
+        }
+        let text = log2_histogram(&h, true);
+        assert!(text.contains("2 -> 3          : 2"), "{text}");
+        assert!(text.contains("512 -> 1023       : 1"), "{text}");
+    }
+}

@@ -1,0 +1,241 @@
+//! Return probes with a chosen `maxactive`, created through tracefs `kprobe_events`.
+//!
+//! Why not aya's `KProbe::attach` for returns: the perf-PMU kretprobe it creates gets the
+//! kernel's default `maxactive` (max(10, 2·ncpus) on preemptible kernels). A return probe on a
+//! function in which more threads sleep at once than that (every faulting thread sleeps inside
+//! `ttm_bo_vm_fault` while it waits for a reservation) silently misses returns. tracefs lets us
+//! ask for up to 4096 instances and reports misses in `kprobe_profile`, which ttmlat shows.
+//!
+//! The BPF program (type kprobe) is attached to the trace event with `PERF_EVENT_IOC_SET_BPF`.
+
+use std::{
+    fs::{self, OpenOptions},
+    io::Write,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result, bail};
+
+/// Group name of our trace events: unique per process so concurrent ttmlats do not collide.
+pub fn group() -> String {
+    format!("ttmlat_{}", std::process::id())
+}
+
+/// The tracefs mount point.
+pub fn tracefs() -> Result<PathBuf> {
+    for p in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
+        if Path::new(p).join("kprobe_events").exists() {
+            return Ok(PathBuf::from(p));
+        }
+    }
+    bail!(
+        "tracefs is not mounted (no /sys/kernel/tracing/kprobe_events): \
+         mount -t tracefs nodev /sys/kernel/tracing"
+    )
+}
+
+/// One return probe; removed from tracefs on drop.
+pub struct RetProbe {
+    tracefs: PathBuf,
+    event: String,
+    pub symbol: String,
+    perf: Option<OwnedFd>,
+}
+
+impl RetProbe {
+    /// Creates `r<maxactive>:ttmlat_<pid>/<alias> <symbol>` and attaches `prog_fd` to it.
+    pub fn attach(
+        tracefs: &Path,
+        symbol: &str,
+        maxactive: u32,
+        prog_fd: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<Self> {
+        let alias = format!("r_{}", symbol.replace(['.', '-'], "_"));
+        let event = format!("{}/{}", group(), alias);
+        append(
+            &tracefs.join("kprobe_events"),
+            &format!("r{maxactive}:{event} {symbol}\n"),
+        )
+        .with_context(|| format!("cannot create a return probe on {symbol}"))?;
+        let mut probe = Self {
+            tracefs: tracefs.to_path_buf(),
+            event: event.clone(),
+            symbol: symbol.to_string(),
+            perf: None,
+        };
+        let id_path = tracefs.join("events").join(&event).join("id");
+        let id: u64 = fs::read_to_string(&id_path)
+            .with_context(|| format!("reading {}", id_path.display()))?
+            .trim()
+            .parse()
+            .with_context(|| format!("parsing {}", id_path.display()))?;
+        let fd = perf_event_open_tracepoint(id)
+            .with_context(|| format!("perf_event_open for the return probe on {symbol}"))?;
+        // SAFETY: plain ioctls on a perf event fd we own, with a valid program fd.
+        unsafe {
+            if libc::ioctl(fd.as_raw_fd(), PERF_EVENT_IOC_SET_BPF, prog_fd.as_raw_fd()) != 0 {
+                return Err(std::io::Error::last_os_error())
+                    .with_context(|| format!("attaching BPF to the return probe on {symbol}"));
+            }
+            if libc::ioctl(fd.as_raw_fd(), PERF_EVENT_IOC_ENABLE, 0) != 0 {
+                return Err(std::io::Error::last_os_error())
+                    .with_context(|| format!("enabling the return probe on {symbol}"));
+            }
+        }
+        probe.perf = Some(fd);
+        Ok(probe)
+    }
+
+    /// Misses reported by `kprobe_profile` (returns not traced because all `maxactive`
+    /// instances were in use).
+    pub fn misses(&self) -> Option<u64> {
+        let text = fs::read_to_string(self.tracefs.join("kprobe_profile")).ok()?;
+        parse_profile_misses(&text, &self.event)
+    }
+}
+
+impl Drop for RetProbe {
+    fn drop(&mut self) {
+        // The event can only be removed once no perf event uses it.
+        self.perf.take();
+        let _ = append(
+            &self.tracefs.join("kprobe_events"),
+            &format!("-:{}\n", self.event),
+        );
+    }
+}
+
+/// Removes trace events left behind by ttmlat processes that no longer exist (killed -9).
+pub fn remove_stale(tracefs: &Path) {
+    let Ok(text) = fs::read_to_string(tracefs.join("kprobe_events")) else {
+        return;
+    };
+    for event in stale_events(&text, |pid| Path::new(&format!("/proc/{pid}")).exists()) {
+        let _ = append(&tracefs.join("kprobe_events"), &format!("-:{event}\n"));
+    }
+}
+
+/// Events of our groups whose owning pid is not alive.
+fn stale_events(kprobe_events: &str, alive: impl Fn(u32) -> bool) -> Vec<String> {
+    kprobe_events
+        .lines()
+        .filter_map(|line| {
+            // "r128:ttmlat_1234/r_up_read up_read"
+            let event = line.split_whitespace().next()?.split_once(':')?.1;
+            let (group, _) = event.split_once('/')?;
+            let pid: u32 = group.strip_prefix("ttmlat_")?.parse().ok()?;
+            (!alive(pid)).then(|| event.to_string())
+        })
+        .collect()
+}
+
+fn parse_profile_misses(profile: &str, event: &str) -> Option<u64> {
+    let alias = event.split('/').nth(1)?;
+    profile.lines().find_map(|line| {
+        let mut it = line.split_whitespace();
+        let name = it.next()?;
+        if name != alias && name != event {
+            return None;
+        }
+        let _hits = it.next()?;
+        it.next()?.parse().ok()
+    })
+}
+
+fn append(path: &Path, line: &str) -> std::io::Result<()> {
+    OpenOptions::new()
+        .append(true)
+        .open(path)?
+        .write_all(line.as_bytes())
+}
+
+const PERF_TYPE_TRACEPOINT: u32 = 2;
+const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
+// _IOW('$', 8, u32) and _IO('$', 0)
+const PERF_EVENT_IOC_SET_BPF: libc::c_ulong = 0x4004_2408;
+const PERF_EVENT_IOC_ENABLE: libc::c_ulong = 0x2400;
+
+/// The leading part of `struct perf_event_attr` (PERF_ATTR_SIZE_VER5 = 112 bytes).
+#[repr(C)]
+#[derive(Default)]
+struct PerfEventAttr {
+    type_: u32,
+    size: u32,
+    config: u64,
+    sample_period: u64,
+    sample_type: u64,
+    read_format: u64,
+    flags: u64,
+    wakeup_events: u32,
+    bp_type: u32,
+    config1: u64,
+    config2: u64,
+    branch_sample_type: u64,
+    sample_regs_user: u64,
+    sample_stack_user: u32,
+    clockid: i32,
+    sample_regs_intr: u64,
+    aux_watermark: u32,
+    sample_max_stack: u16,
+    reserved: u16,
+}
+
+fn perf_event_open_tracepoint(id: u64) -> std::io::Result<OwnedFd> {
+    let attr = PerfEventAttr {
+        type_: PERF_TYPE_TRACEPOINT,
+        size: std::mem::size_of::<PerfEventAttr>() as u32,
+        config: id,
+        sample_period: 1,
+        wakeup_events: 1,
+        ..Default::default()
+    };
+    // A BPF program on a tracepoint event runs for every CPU; one event (cpu 0) is enough.
+    // SAFETY: attr is a valid, fully initialised perf_event_attr of the size we declare.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            &attr as *const PerfEventAttr,
+            -1 as libc::pid_t,
+            0 as libc::c_int,
+            -1 as libc::c_int,
+            PERF_FLAG_FD_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn perf_attr_has_the_kernel_v5_size() {
+        assert_eq!(std::mem::size_of::<PerfEventAttr>(), 112);
+    }
+
+    #[test]
+    fn finds_only_dead_ttmlat_events() {
+        let text = "r128:ttmlat_10/r_up_read up_read\n\
+                    r128:ttmlat_20/r_up_read up_read\n\
+                    p:kprobes/other do_sys_open\n\
+                    r:ttmlat_x/r_bad foo\n";
+        let stale = stale_events(text, |pid| pid == 20);
+        assert_eq!(stale, vec!["ttmlat_10/r_up_read".to_string()]);
+    }
+
+    #[test]
+    fn reads_misses_from_kprobe_profile() {
+        let profile = "  r_ttm_bo_vm_fault                                    48               3\n\
+                       r_up_read                                            10               0\n";
+        assert_eq!(
+            parse_profile_misses(profile, "ttmlat_1/r_ttm_bo_vm_fault"),
+            Some(3)
+        );
+        assert_eq!(parse_profile_misses(profile, "ttmlat_1/r_other"), None);
+    }
+}

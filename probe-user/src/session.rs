@@ -1,0 +1,194 @@
+//! A tracing session: discover, load, attach, read the ring buffer until told to stop, and hand
+//! back what was aggregated. Sinks (terminal, recording) are the callers'.
+
+use std::{
+    path::PathBuf,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context, Result};
+use probe_common::ProbeConfig;
+use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
+
+use crate::{
+    aggregate::Aggregate,
+    events,
+    kernel_info::KernelInfo,
+    loader::{LoadOptions, ProbeStats, Probes, StateEntries},
+    recording::Meta,
+};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct TraceArgs {
+    /// Only faults of this process (thread group id).
+    #[arg(short = 'p', long = "pid")]
+    pub pid: Option<u32>,
+    /// Only faults of tasks with this command name (exact, as in /proc/PID/comm).
+    #[arg(short = 'c', long = "comm")]
+    pub comm: Option<String>,
+    /// Ring buffer size in KiB (power of two).
+    #[arg(long, default_value_t = 4096)]
+    pub ring_buffer_kib: u32,
+    /// Return-probe instances per probed function (threads that may sleep inside at once).
+    #[arg(long, default_value_t = 1024)]
+    pub maxactive: u32,
+    /// Create this file once the probes are attached (for scripts and tests).
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
+}
+
+pub struct Outcome {
+    pub total: Aggregate,
+    pub stats: ProbeStats,
+    pub undecodable: u64,
+    pub state_entries_at_end: StateEntries,
+    pub meta: Meta,
+}
+
+pub enum Stop {
+    After(Duration),
+    Signal,
+}
+
+fn unix_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// Runs a session. `on_interval` is called every `interval` with that interval's aggregate.
+pub async fn run(
+    args: &TraceArgs,
+    stop: Stop,
+    interval: Option<Duration>,
+    mut on_interval: impl FnMut(&Aggregate, &ProbeStats),
+) -> Result<Outcome> {
+    let kernel = KernelInfo::read();
+    crate::preflight::require_tracing(&kernel)?;
+    let plan = kernel.plan()?;
+    let layout = crate::layout::from_file(std::path::Path::new("/sys/kernel/btf/vmlinux"))?;
+    let mut config = ProbeConfig {
+        layout,
+        self_tgid: std::process::id(),
+        ..ProbeConfig::default()
+    };
+    if let Some(pid) = args.pid {
+        config.filter_tgid = pid;
+    }
+    if let Some(comm) = &args.comm {
+        let bytes = comm.as_bytes();
+        anyhow::ensure!(
+            !bytes.is_empty() && bytes.len() < probe_common::COMM_LEN,
+            "--comm must be 1 to 15 bytes (the kernel truncates comm to 15)"
+        );
+        config.filter_comm[..bytes.len()].copy_from_slice(bytes);
+        config.filter_comm_set = 1;
+    }
+    let ring_bytes = args
+        .ring_buffer_kib
+        .checked_mul(1024)
+        .filter(|b| b.is_power_of_two() && *b >= 4096)
+        .context("--ring-buffer-kib must be a power of two ≥ 4")?;
+    let mut probes = Probes::load(
+        &plan,
+        &LoadOptions {
+            config,
+            ring_buffer_bytes: ring_bytes,
+            maxactive: args.maxactive.clamp(1, 4096),
+        },
+    )?;
+    let mut meta = Meta {
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        command_line: std::env::args().collect(),
+        kernel_release: kernel.release.clone(),
+        kernel_version: kernel.version.clone(),
+        kernel_package: std::env::var("LAB_KERNEL_PACKAGE").ok(),
+        ttm_srcversion: kernel.ttm_srcversion.clone(),
+        kernel_taint: kernel.taint,
+        ttm_variant: std::env::var("LAB_TTM").ok(),
+        attach_points: probes.attached.clone(),
+        handlers: plan.handler_notes(),
+        contention_source: format!("{:?}", plan.contention),
+        drivers_seen: Vec::new(),
+        filters: Default::default(),
+        start_unix_ns: unix_ns(),
+        end_unix_ns: 0,
+        hostname: kernel.hostname.clone(),
+        label: None,
+    };
+    if let Some(pid) = args.pid {
+        meta.filters.insert("pid".into(), pid.to_string());
+    }
+    if let Some(comm) = &args.comm {
+        meta.filters.insert("comm".into(), comm.clone());
+    }
+
+    let ring = probes.take_events()?;
+    // SAFETY: the ring buffer owns its fd for as long as the AsyncFd that wraps it lives.
+    let mut ring = unsafe { AsyncFd::register(ring) }
+        .map_err(|e| anyhow::anyhow!("polling the ring buffer: {e}"))?;
+    if let Some(ready) = &args.ready_file {
+        std::fs::write(ready, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing {}", ready.display()))?;
+    }
+
+    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
+    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
+    let deadline = match stop {
+        Stop::After(d) => Some(tokio::time::Instant::now() + d),
+        Stop::Signal => None,
+    };
+    let mut ticker = interval.map(|i| tokio::time::interval_at(tokio::time::Instant::now() + i, i));
+    let mut current = Aggregate::new();
+    let mut total = Aggregate::new();
+    let mut undecodable = 0u64;
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("ring buffer poll")?;
+                let rb = guard.get_inner_mut();
+                while let Some(item) = rb.next() {
+                    match events::decode(&item) {
+                        Ok(rec) => current.add(&rec),
+                        Err(_) => undecodable += 1,
+                    }
+                }
+                guard.clear_ready();
+            }
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => break,
+            _ = async { match ticker.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending().await } } => {
+                let stats = probes.stats().unwrap_or_default();
+                let interval_agg = current.take_interval();
+                on_interval(&interval_agg, &stats);
+                total.merge(&interval_agg);
+            }
+        }
+    }
+    // Drain what is left.
+    {
+        let rb = ring.get_mut();
+        while let Some(item) = rb.next() {
+            match events::decode(&item) {
+                Ok(rec) => current.add(&rec),
+                Err(_) => undecodable += 1,
+            }
+        }
+    }
+    total.merge(&current.take_interval());
+    let stats = probes.stats()?;
+    let state_entries_at_end = probes.state_entries().unwrap_or_default();
+    meta.end_unix_ns = unix_ns();
+    meta.drivers_seen = total.drivers.iter().cloned().collect();
+    drop(ring);
+    drop(probes);
+    Ok(Outcome {
+        total,
+        stats,
+        undecodable,
+        state_entries_at_end,
+        meta,
+    })
+}
