@@ -203,7 +203,11 @@ impl Aggregate {
         *self.episodes_by_tgid.entry(a.tgid).or_default() += 1;
         let latency = a.attempt_end_ns.saturating_sub(a.episode_start_ns);
         self.record(Metric::EpisodeLatency, class, latency);
-        self.record(Metric::Retries, class, u64::from(a.attempt.saturating_sub(1)));
+        self.record(
+            Metric::Retries,
+            class,
+            u64::from(a.attempt.saturating_sub(1)),
+        );
         if a.ep_wait_held_ns > 0 {
             self.record(Metric::WaitHeld, class, a.ep_wait_held_ns);
         }
@@ -389,7 +393,14 @@ mod tests {
         ));
         let first = agg.take_interval();
         assert_eq!(first.attempts_total(), 1);
-        agg.add(&attempt(7, 2, af::RESERVE_CALLED | af::EPISODE_END, 0, 0, 20));
+        agg.add(&attempt(
+            7,
+            2,
+            af::RESERVE_CALLED | af::EPISODE_END,
+            0,
+            0,
+            20,
+        ));
         assert_eq!(agg.episodes.get(&EpisodePath::Retry), Some(&1));
         let mut total = first.clone();
         total.merge(&agg);

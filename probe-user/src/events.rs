@@ -51,7 +51,10 @@ mod tests {
         assert_eq!(decode(&[1, 0]), Err(DecodeError::Short(2)));
         assert_eq!(decode(&[9, 0, 0, 0, 0, 0, 0, 0]), Err(DecodeError::Kind(9)));
         // An attempt record truncated to 8 bytes.
-        assert_eq!(decode(&[1, 0, 0, 0, 0, 0, 0, 0]), Err(DecodeError::Short(8)));
+        assert_eq!(
+            decode(&[1, 0, 0, 0, 0, 0, 0, 0]),
+            Err(DecodeError::Short(8))
+        );
     }
 
     #[test]

@@ -78,7 +78,10 @@ mod tests {
             parse_lockdown("none integrity [confidentiality]\n").as_deref(),
             Some("confidentiality")
         );
-        assert_eq!(parse_lockdown("[none] integrity confidentiality").as_deref(), Some("none"));
+        assert_eq!(
+            parse_lockdown("[none] integrity confidentiality").as_deref(),
+            Some("none")
+        );
         assert_eq!(parse_lockdown("garbage"), None);
     }
 }

@@ -19,9 +19,7 @@ pub enum LayoutError {
         "unknown kernel layout: no struct `{0}` in vmlinux BTF (ttmlat needs it to follow faults)"
     )]
     NoStruct(String),
-    #[error(
-        "unknown kernel layout: struct `{0}` has no member `{1}` in vmlinux BTF (tried: {2})"
-    )]
+    #[error("unknown kernel layout: struct `{0}` has no member `{1}` in vmlinux BTF (tried: {2})")]
     NoMember(String, String, String),
     #[error("BTF error while resolving `{0}`: {1}")]
     Btf(String, btf_rs::Error),
@@ -176,7 +174,10 @@ mod tests {
         assert!(l.task_pid > 0 && l.task_tgid == l.task_pid + 4);
         assert!(l.task_comm > l.task_tgid);
         assert!(l.mm_mmap_lock > 0);
-        assert_eq!(l.ww_mutex_owner, 0, "mutex owner is the first word on !RT kernels");
+        assert_eq!(
+            l.ww_mutex_owner, 0,
+            "mutex owner is the first word on !RT kernels"
+        );
         assert_eq!(l.module_name % 8, 0);
     }
 
@@ -193,8 +194,13 @@ mod tests {
             .offset_any("mm_struct", &[&["no_such_lock"]])
             .expect_err("must fail");
         let msg = err.to_string();
-        assert!(msg.contains("mm_struct") && msg.contains("no_such_lock"), "{msg}");
-        let err = r.offset("no_such_struct_xyz", &["a"]).expect_err("must fail");
+        assert!(
+            msg.contains("mm_struct") && msg.contains("no_such_lock"),
+            "{msg}"
+        );
+        let err = r
+            .offset("no_such_struct_xyz", &["a"])
+            .expect_err("must fail");
         assert!(err.to_string().contains("no_such_struct_xyz"));
     }
 }

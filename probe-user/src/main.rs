@@ -75,9 +75,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Drive reservation contention on a KMS device (first-touch, cross-process, procmem).
+    Stress(workload::stress::StressArgs),
     /// Built-in workloads that make real TTM faults.
     #[command(subcommand)]
     Workload(WorkloadCmd),
+    /// Internal: the helper process of `ttmlat stress`.
+    #[command(hide = true)]
+    StressHelper,
 }
 
 #[derive(Subcommand, Debug)]
@@ -114,11 +119,8 @@ fn run(cli: Cli) -> Result<()> {
             json,
         } => {
             let stop = duration.map_or(Stop::Signal, Stop::After);
-            let outcome = runtime()?.block_on(session::run(
-                &trace,
-                stop,
-                Some(interval),
-                |agg, stats| {
+            let outcome =
+                runtime()?.block_on(session::run(&trace, stop, Some(interval), |agg, stats| {
                     if json {
                         match live_json(agg, stats) {
                             Ok(line) => println!("{line}"),
@@ -127,12 +129,16 @@ fn run(cli: Cli) -> Result<()> {
                     } else {
                         println!("{}", report::render("── interval ──", agg, stats, 0));
                     }
-                },
-            ))?;
+                }))?;
             if !json {
                 println!(
                     "{}",
-                    report::render("── total ──", &outcome.total, &outcome.stats, outcome.undecodable)
+                    report::render(
+                        "── total ──",
+                        &outcome.total,
+                        &outcome.stats,
+                        outcome.undecodable
+                    )
                 );
                 let lat = outcome.total.merged(Metric::EpisodeLatency);
                 print!("{}", report::log2_histogram(&lat, true));
@@ -187,6 +193,8 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Workload(WorkloadCmd::Touch(args)) => workload::touch::run(&args),
+        Command::Stress(args) => workload::stress::run(&args),
+        Command::StressHelper => workload::stress::helper_main(),
     }
 }
 
@@ -246,13 +254,7 @@ fn show_text(rec: &Recording) -> String {
         let _ = writeln!(
             out,
             "  {:<18} {:<16} n={:<8} p50={} p99={} p99.9={} max={}",
-            h.metric,
-            h.class,
-            h.count,
-            h.p50,
-            h.p99,
-            h.p999,
-            h.max
+            h.metric, h.class, h.count, h.p50, h.p99, h.p999, h.max
         );
     }
     let _ = writeln!(out, "  lost: {:?}", rec.probe_stats);

@@ -7,9 +7,7 @@ use crate::kernel_info::KernelInfo;
 /// Fails with a clear message when this machine cannot run ttmlat's probes.
 pub fn require_tracing(kernel: &KernelInfo) -> Result<()> {
     if !nix::unistd::geteuid().is_root() && !has_bpf_caps() {
-        bail!(
-            "ttmlat needs root or CAP_BPF+CAP_PERFMON to load kernel probes (run it with sudo)"
-        );
+        bail!("ttmlat needs root or CAP_BPF+CAP_PERFMON to load kernel probes (run it with sudo)");
     }
     if kernel.lockdown.as_deref() == Some("confidentiality") {
         bail!(

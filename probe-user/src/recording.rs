@@ -2,11 +2,7 @@
 //! command line, times), counts, and every histogram in HdrHistogram's V2+DEFLATE encoding
 //! (base64), readable by any HdrHistogram implementation. Written atomically.
 
-use std::{
-    collections::BTreeMap,
-    io::Write,
-    path::Path,
-};
+use std::{collections::BTreeMap, io::Write, path::Path};
 
 use anyhow::{Context, Result, bail};
 use base64::Engine;
@@ -211,7 +207,9 @@ impl Recording {
         }
         match probe.get("version").and_then(|v| v.as_u64()) {
             Some(v) if v == u64::from(VERSION) => {}
-            Some(v) => bail!("recording version {v} is not supported (this ttmlat reads {VERSION})"),
+            Some(v) => {
+                bail!("recording version {v} is not supported (this ttmlat reads {VERSION})")
+            }
             None => bail!("no \"version\" field"),
         }
         let rec: Recording = serde_json::from_value(probe).context("fields missing or mistyped")?;

@@ -21,7 +21,11 @@ pub fn ns(v: u64) -> String {
 }
 
 fn fmt_value(metric: Metric, v: u64) -> String {
-    if metric.is_time() { ns(v) } else { v.to_string() }
+    if metric.is_time() {
+        ns(v)
+    } else {
+        v.to_string()
+    }
 }
 
 fn percentiles(metric: Metric, h: &Histogram<u64>) -> String {
@@ -89,7 +93,11 @@ pub fn render(title: &str, agg: &Aggregate, stats: &ProbeStats, undecodable: u64
             .take(5)
             .map(|h| format!("{}[{}] ×{}", sanitize(&h.comm), h.tgid, h.count))
             .collect();
-        let _ = writeln!(out, "  reservation holders at trylock failure: {}", top.join(", "));
+        let _ = writeln!(
+            out,
+            "  reservation holders at trylock failure: {}",
+            top.join(", ")
+        );
     }
     let stalled: Vec<String> = agg
         .waiters
@@ -106,7 +114,11 @@ pub fn render(title: &str, agg: &Aggregate, stats: &ProbeStats, undecodable: u64
         })
         .collect();
     if !stalled.is_empty() {
-        let _ = writeln!(out, "  stalled on mmap_lock by held waits: {}", stalled.join(", "));
+        let _ = writeln!(
+            out,
+            "  stalled on mmap_lock by held waits: {}",
+            stalled.join(", ")
+        );
     }
     if !agg.drivers.is_empty() {
         let d: Vec<&str> = agg.drivers.iter().map(String::as_str).collect();
@@ -144,7 +156,12 @@ pub fn log2_histogram(h: &Histogram<u64>, unit_ns: bool) -> String {
     let first = buckets.iter().position(|&c| c > 0).unwrap_or(0);
     let peak = buckets.iter().copied().max().unwrap_or(1).max(1);
     let unit = if unit_ns { "ns" } else { "" };
-    let _ = writeln!(out, "{:>24} : {:<8} distribution", format!("{unit}"), "count");
+    let _ = writeln!(
+        out,
+        "{:>24} : {:<8} distribution",
+        format!("{unit}"),
+        "count"
+    );
     for (b, &count) in buckets.iter().enumerate().skip(first) {
         let low = if b == 0 { 0 } else { 1u64 << (b - 1) };
         let high = if b == 0 { 1 } else { (1u64 << b) - 1 };

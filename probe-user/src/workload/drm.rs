@@ -4,7 +4,7 @@
 use std::{
     fs::{File, OpenOptions},
     num::NonZeroUsize,
-    os::fd::AsFd,
+    os::fd::{AsFd, BorrowedFd},
     path::{Path, PathBuf},
     ptr::NonNull,
 };
@@ -65,9 +65,13 @@ impl Device {
                     path.display()
                 ),
             })?;
-        let cap = drm_ffi::get_capability(file.as_fd(), DRM_CAP_DUMB_BUFFER).with_context(|| {
-            format!("{} is not a DRM device (DRM_IOCTL_GET_CAP failed)", path.display())
-        })?;
+        let cap =
+            drm_ffi::get_capability(file.as_fd(), DRM_CAP_DUMB_BUFFER).with_context(|| {
+                format!(
+                    "{} is not a DRM device (DRM_IOCTL_GET_CAP failed)",
+                    path.display()
+                )
+            })?;
         if cap.value == 0 {
             bail!("{} does not support dumb buffers", path.display());
         }
@@ -75,6 +79,10 @@ impl Device {
             path: path.to_path_buf(),
             file,
         })
+    }
+
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
     }
 
     /// Driver name (DRM_IOCTL_VERSION), e.g. "bochs-drm", "amdgpu".
@@ -98,7 +106,10 @@ impl Device {
         let height = bytes.div_ceil(pitch).max(1) as u32;
         let db = drm_ffi::mode::dumbbuffer::create(self.file.as_fd(), width, height, 32, 0)
             .with_context(|| {
-                format!("DRM_IOCTL_MODE_CREATE_DUMB of {bytes} bytes on {}", self.path.display())
+                format!(
+                    "DRM_IOCTL_MODE_CREATE_DUMB of {bytes} bytes on {}",
+                    self.path.display()
+                )
             })?;
         Ok(DumbBuffer {
             dev: self,
@@ -116,29 +127,17 @@ pub struct DumbBuffer<'a> {
 }
 
 impl DumbBuffer<'_> {
+    /// The fake mmap offset of this buffer on the device file (DRM_IOCTL_MODE_MAP_DUMB).
+    pub fn map_offset(&self) -> Result<u64> {
+        let map = drm_ffi::mode::dumbbuffer::map(self.dev.file.as_fd(), self.handle, 0, 0)
+            .context("DRM_IOCTL_MODE_MAP_DUMB")?;
+        Ok(map.offset)
+    }
+
     /// Maps it MAP_SHARED (TTM mappings refuse MAP_PRIVATE). Every first touch of a page
     /// faults into the driver's TTM fault handler.
     pub fn map(&self) -> Result<Mapping> {
-        let map = drm_ffi::mode::dumbbuffer::map(self.dev.file.as_fd(), self.handle, 0, 0)
-            .context("DRM_IOCTL_MODE_MAP_DUMB")?;
-        let len = NonZeroUsize::new(self.size).context("empty dumb buffer")?;
-        // SAFETY: a fresh shared mapping of a device offset the kernel gave us; nothing else
-        // aliases it in this process.
-        let ptr = unsafe {
-            mmap(
-                None,
-                len,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-                self.dev.file.as_fd(),
-                map.offset as i64,
-            )
-        }
-        .context("mmap of the dumb buffer")?;
-        Ok(Mapping {
-            ptr,
-            len: self.size,
-        })
+        Mapping::map_fd(self.dev.file.as_fd(), self.map_offset()?, self.size)
     }
 }
 
@@ -160,6 +159,25 @@ unsafe impl Send for Mapping {}
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
+    /// Maps `len` bytes at `offset` of a DRM file, shared.
+    pub fn map_fd(fd: BorrowedFd<'_>, offset: u64, len: usize) -> Result<Self> {
+        let nz = NonZeroUsize::new(len).context("empty dumb buffer")?;
+        // SAFETY: a fresh shared mapping of a device offset the kernel gave us; nothing else
+        // aliases it in this process.
+        let ptr = unsafe {
+            mmap(
+                None,
+                nz,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+                fd,
+                offset as i64,
+            )
+        }
+        .context("mmap of the dumb buffer")?;
+        Ok(Self { ptr, len })
+    }
+
     pub fn page_size() -> usize {
         // SAFETY: sysconf has no preconditions.
         let ps = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };

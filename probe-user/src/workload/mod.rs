@@ -1,6 +1,8 @@
-//! Built-in workloads that make real TTM faults: `touch` (one pass over a dumb buffer).
+//! Built-in workloads that make real TTM faults: `touch` (one pass over a dumb buffer) and
+//! `stress` (reservation contention scenarios).
 
 pub mod drm;
+pub mod stress;
 pub mod touch;
 
 use anyhow::{Context, Result, bail};
@@ -8,9 +10,7 @@ use anyhow::{Context, Result, bail};
 /// Parses "4096", "3M", "64MiB", "1G".
 pub fn parse_size(s: &str) -> Result<usize> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: usize = num.parse().with_context(|| format!("bad size {s:?}"))?;
     let mult = match unit.trim().to_ascii_lowercase().as_str() {

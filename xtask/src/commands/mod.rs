@@ -1,0 +1,4 @@
+//! One module per `cargo xtask` subcommand.
+
+pub mod lab;
+pub mod setup;

@@ -1,0 +1,37 @@
+//! `cargo xtask` — ttmlat developer tasks. See `cargo xtask --help`.
+
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "ttmlat developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Set up this (Debian bookworm, root) host: apt packages, rust-src,
+    /// bpf-linker, lab kernels, headers, blocking TTM module (runs
+    /// scripts/setup.sh; idempotent).
+    Setup(commands::setup::SetupArgs),
+    /// Second half of set-up, run by scripts/setup.sh once xtask builds:
+    /// resolve/fetch/unpack kernels, write target/lab/kernels.json, ...
+    #[command(hide = true)]
+    PrepareLab(commands::setup::PrepareLabArgs),
+    /// Boot a lab kernel in QEMU and run a command in it as root.
+    Lab(commands::lab::LabArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Setup(args) => commands::setup::setup(&args),
+        Command::PrepareLab(args) => commands::setup::prepare_lab(&args),
+        Command::Lab(args) => commands::lab::lab(&args),
+    }
+}

@@ -1,0 +1,132 @@
+//! The kernel manifest (`target/lab/kernels.json`): which Debian kernels set-up
+//! unpacked, and where. Written by [`crate::prepare`], read by [`crate::lab`].
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow};
+use serde::{Deserialize, Serialize};
+
+/// One unpacked Debian kernel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelInfo {
+    /// Short name commands take: "6.1" or "6.12".
+    pub alias: String,
+    /// Debian package, e.g. `linux-image-6.1.0-56-amd64-unsigned`.
+    pub package: String,
+    /// Debian package version, e.g. `6.1.192-2`.
+    pub version: String,
+    /// `uname -r` of the kernel (directory name under `lib/modules`).
+    pub release: String,
+    /// The kernel image to boot.
+    pub vmlinuz: PathBuf,
+    /// Root of the unpacked package (holds `boot/` and `lib/modules/`).
+    pub root: PathBuf,
+    /// The `.deb` it was unpacked from.
+    pub deb: PathBuf,
+}
+
+/// Contents of `kernels.json`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelManifest {
+    pub kernels: Vec<KernelInfo>,
+}
+
+impl KernelManifest {
+    /// Reads the manifest; a missing file means set-up has not been run.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = match fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(anyhow!(
+                    "no kernel manifest at {}: run ./scripts/setup.sh (or `cargo xtask setup`) first",
+                    path.display()
+                ));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("could not read {}", path.display()));
+            }
+        };
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not a valid kernel manifest; re-run ./scripts/setup.sh",
+                path.display()
+            )
+        })
+    }
+
+    /// Like [`Self::load`], but a missing file yields an empty manifest.
+    pub fn load_or_empty(path: &Path) -> Result<Self> {
+        if path.exists() {
+            Self::load(path)
+        } else {
+            Ok(Self::default())
+        }
+    }
+
+    /// Writes the manifest atomically (temp file + rename).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).context("could not encode manifest")?;
+        let tmp = path.with_extension(format!("json.tmp.{}", std::process::id()));
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)
+                .with_context(|| format!("could not create {}", dir.display()))?;
+        }
+        fs::write(&tmp, text + "\n")
+            .with_context(|| format!("could not write {}", tmp.display()))?;
+        fs::rename(&tmp, path).with_context(|| format!("could not replace {}", path.display()))
+    }
+
+    /// The kernel with this alias, or an error naming the known aliases.
+    pub fn get(&self, alias: &str) -> Result<&KernelInfo> {
+        self.kernels.iter().find(|k| k.alias == alias).ok_or_else(|| {
+            let known: Vec<&str> = self.kernels.iter().map(|k| k.alias.as_str()).collect();
+            anyhow!(
+                "no kernel with alias {alias:?} in the manifest (known: {}); re-run ./scripts/setup.sh",
+                known.join(", ")
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> KernelManifest {
+        KernelManifest {
+            kernels: vec![KernelInfo {
+                alias: "6.1".into(),
+                package: "linux-image-6.1.0-56-amd64-unsigned".into(),
+                version: "6.1.192-2".into(),
+                release: "6.1.0-56-amd64".into(),
+                vmlinuz: "/k/boot/vmlinuz-6.1.0-56-amd64".into(),
+                root: "/k".into(),
+                deb: "/d.deb".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn round_trips_and_looks_up_by_alias() -> Result<()> {
+        let dir = std::env::temp_dir().join(format!("xtask-manifest-{}", std::process::id()));
+        let path = dir.join("kernels.json");
+        sample().save(&path)?;
+        let back = KernelManifest::load(&path)?;
+        fs::remove_dir_all(&dir)?;
+        assert_eq!(back, sample());
+        assert_eq!(back.get("6.1")?.release, "6.1.0-56-amd64");
+        let err = back.get("6.12").map(|_| ()).unwrap_err().to_string();
+        assert!(err.contains("known: 6.1"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn missing_manifest_points_at_setup() {
+        let err = KernelManifest::load(Path::new("/nonexistent/kernels.json"))
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("setup.sh"), "{err}");
+    }
+}
