@@ -367,7 +367,12 @@ pub struct WaiterState {
 /// overlap from their arrival to the end. `start`/`end` are relative to the watch base.
 /// Saturating so a race can only under-count.
 #[inline(always)]
-pub fn collateral_from_snapshots(snap0: u64, snap1: u64, start_rel: u64, end_rel: u64) -> (u64, u64) {
+pub fn collateral_from_snapshots(
+    snap0: u64,
+    snap1: u64,
+    start_rel: u64,
+    end_rel: u64,
+) -> (u64, u64) {
     // Products stay below 2^63 with these clamps (≤ 2^19 waiters, ≤ 2^44 ns), and no 128-bit
     // multiply is emitted: the BPF backend has none.
     const MAX_N: u64 = 1 << 19;
@@ -404,26 +409,44 @@ mod tests {
     fn records_have_no_implicit_padding() {
         assert_eq!(size_of::<KernelLayout>(), 12 * 4);
         assert_eq!(size_of::<ProbeConfig>(), 48 + 4 + 4 + 16 + 4 + 4);
-        assert_eq!(size_of::<AttemptEvent>(), 4 * 4 + 12 * 8 + 4 * 4 + 3 * 2 + 2 + 2 * 4 + 3 * 16);
+        assert_eq!(
+            size_of::<AttemptEvent>(),
+            4 * 4 + 12 * 8 + 4 * 4 + 3 * 2 + 2 + 2 * 4 + 3 * 16
+        );
         assert_eq!(size_of::<WaiterEvent>(), 4 * 4 + 4 * 8 + 16);
         assert_eq!(size_of::<AbandonedEvent>(), 4 * 4 + 5 * 8 + 16);
         assert_eq!(size_of::<WaiterState>(), 4 * 8 + 2 * 4);
         assert_eq!(size_of::<MmWatch>(), 6 * 8);
-        assert_eq!(size_of::<ThreadState>(), 16 * 8 + 9 * 4 + 3 * 2 + 2 + 2 * 4 + 2 * 16 + 4);
+        assert_eq!(
+            size_of::<ThreadState>(),
+            16 * 8 + 9 * 4 + 3 * 2 + 2 + 2 * 4 + 2 * 16 + 4
+        );
     }
 
     #[test]
     fn collateral_counts_present_and_arriving_waiters() {
         let pack = |n: u64, sum: u64| (n << WAITER_COUNT_SHIFT) | sum;
         // One waiter present since before the held wait [100, 300): overlaps 200.
-        assert_eq!(collateral_from_snapshots(pack(1, 50), pack(1, 50), 100, 300), (200, 1));
+        assert_eq!(
+            collateral_from_snapshots(pack(1, 50), pack(1, 50), 100, 300),
+            (200, 1)
+        );
         // A waiter arriving at 250 during the wait [100, 300): overlaps 50.
-        assert_eq!(collateral_from_snapshots(pack(0, 0), pack(1, 250), 100, 300), (50, 1));
+        assert_eq!(
+            collateral_from_snapshots(pack(0, 0), pack(1, 250), 100, 300),
+            (50, 1)
+        );
         // Both.
-        assert_eq!(collateral_from_snapshots(pack(1, 50), pack(2, 300), 100, 300), (250, 2));
+        assert_eq!(
+            collateral_from_snapshots(pack(1, 50), pack(2, 300), 100, 300),
+            (250, 2)
+        );
         // No waiter: nothing.
         assert_eq!(collateral_from_snapshots(0, 0, 100, 300), (0, 0));
         // A waiter that gave up during the wait (count went down) never wraps around.
-        assert_eq!(collateral_from_snapshots(pack(2, 100), pack(1, 40), 100, 300), (400, 1));
+        assert_eq!(
+            collateral_from_snapshots(pack(2, 100), pack(1, 40), 100, 300),
+            (400, 1)
+        );
     }
 }

@@ -193,8 +193,8 @@ pub fn waiter_end(tid: u32, lock: u64, now: u64) -> Option<WaiterEnd> {
         unsafe {
             if (*w).base_ns == state.watch_base_ns {
                 held_overlap_ns = coverage(w, now).saturating_sub(state.covered_at_begin_ns);
-                let packed =
-                    (1u64 << WAITER_COUNT_SHIFT) + state.begin_ns.saturating_sub(state.watch_base_ns);
+                let packed = (1u64 << WAITER_COUNT_SHIFT)
+                    + state.begin_ns.saturating_sub(state.watch_base_ns);
                 add(&raw mut (*w).waiters, packed.wrapping_neg());
                 if load(&raw const (*w).waiters) >> WAITER_COUNT_SHIFT == 0
                     && load(&raw const (*w).attempts) == 0
