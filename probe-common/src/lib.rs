@@ -160,6 +160,8 @@ pub mod attempt_flag {
     pub const UNDER_VMA_LOCK: u32 = 0x80;
     /// The return of the handler was reached with unbalanced nesting (a missed kretprobe).
     pub const UNBALANCED: u32 = 0x100;
+    /// The episode began with a wait for mmap_lock (see `pre_lock_wait_ns`).
+    pub const PRE_LOCK_WAIT: u32 = 0x200;
 }
 
 /// One attempt (one call of a TTM fault handler, or of `ttm_bo_vm_access`). Times are
@@ -193,6 +195,10 @@ pub struct AttemptEvent {
     pub ep_wait_held_ns: u64,
     pub ep_wait_dropped_ns: u64,
     pub ep_collateral_ns: u64,
+    /// Time this thread waited for this mm's mmap_lock right before the episode's first
+    /// handler entry (a fault queued behind a writer); included in the episode, which then
+    /// starts at that wait's beginning. 0 when the lock was taken without waiting.
+    pub pre_lock_wait_ns: u64,
     /// `vm_fault->flags` (0 for access).
     pub vmf_flags: u32,
     /// Handler return value (`vm_fault_t`; for access: the byte count or -errno as u32).
@@ -297,6 +303,7 @@ pub struct ThreadState {
     pub ep_collateral_ns: u64,
     /// MM_WATCH.waiters snapshot at the start of a held wait.
     pub waiters_snapshot: u64,
+    pub pre_lock_wait_ns: u64,
     pub flags: u32,
     pub vmf_flags: u32,
     pub reserve_ret: u32,
@@ -358,9 +365,18 @@ pub struct WaiterState {
     pub begin_ns: u64,
     /// Coverage (covered_ns + open period) at begin.
     pub covered_at_begin_ns: u64,
+    /// 0 while waiting. A finished read wait is kept (with its end) so that a TTM fault
+    /// starting right after it can count the wait as part of its latency.
+    pub end_ns: u64,
     pub lock_flags: u32,
     pub _pad: u32,
 }
+
+/// `lock:contention_begin` flag of a read acquisition (LCB_F_READ).
+pub const LCB_F_READ: u32 = 1 << 1;
+/// A finished mmap_lock read wait is linked to a TTM fault whose handler starts within this
+/// long after the wait ended (the fault path between the two takes microseconds).
+pub const PRE_LOCK_WAIT_LINK_NS: u64 = 1_000_000;
 
 /// Collateral stall of a held wait from two snapshots of [`MmWatch::waiters`]: the waiters
 /// present at the start (count `n0`) overlap the whole wait; those that arrived during it
@@ -411,15 +427,15 @@ mod tests {
         assert_eq!(size_of::<ProbeConfig>(), 48 + 4 + 4 + 16 + 4 + 4);
         assert_eq!(
             size_of::<AttemptEvent>(),
-            4 * 4 + 12 * 8 + 4 * 4 + 3 * 2 + 2 + 2 * 4 + 3 * 16
+            4 * 4 + 13 * 8 + 4 * 4 + 3 * 2 + 2 + 2 * 4 + 3 * 16
         );
         assert_eq!(size_of::<WaiterEvent>(), 4 * 4 + 4 * 8 + 16);
         assert_eq!(size_of::<AbandonedEvent>(), 4 * 4 + 5 * 8 + 16);
-        assert_eq!(size_of::<WaiterState>(), 4 * 8 + 2 * 4);
+        assert_eq!(size_of::<WaiterState>(), 5 * 8 + 2 * 4);
         assert_eq!(size_of::<MmWatch>(), 6 * 8);
         assert_eq!(
             size_of::<ThreadState>(),
-            16 * 8 + 9 * 4 + 3 * 2 + 2 + 2 * 4 + 2 * 16 + 4
+            17 * 8 + 9 * 4 + 3 * 2 + 2 + 2 * 4 + 2 * 16 + 4
         );
     }
 

@@ -124,6 +124,15 @@ pub fn attempt_enter(kind: u8, vmf: u64, vma: u64) {
     }
     st.mm = kernel::vma_mm(vma);
     st.mm_lock = kernel::mm_lock(st.mm);
+    if st.attempts == 0
+        && kind == attempt_kind::FAULT
+        && let Some((begin, end)) = watch::take_preceding_read_wait(cur.tid, st.mm_lock, now)
+    {
+        // The fault queued for mmap_lock before reaching the handler: that is part of its
+        // latency (and the stall a held reservation wait inflicts on sibling faults).
+        st.episode_start_ns = begin;
+        st.pre_lock_wait_ns = end.saturating_sub(begin);
+    }
     st.depth = 1;
     st.between_attempts = 0;
     st.attempts = st.attempts.saturating_add(1);
@@ -135,6 +144,9 @@ pub fn attempt_enter(kind: u8, vmf: u64, vma: u64) {
     } else {
         0
     };
+    if st.pre_lock_wait_ns != 0 {
+        st.flags |= attempt_flag::PRE_LOCK_WAIT;
+    }
     st.watch_base_ns = watch::attempt_enter(st.mm_lock, now);
 }
 
@@ -362,7 +374,9 @@ pub fn thread_exit() {
         }
         let _ = THREADS.remove(cur.tid);
     }
+    // A thread dying while it waits: take it off the waiter set, then forget it.
     let _ = watch::waiter_end(cur.tid, 0, kernel::now());
+    watch::forget_waiter(cur.tid);
 }
 
 #[inline(always)]
@@ -388,6 +402,7 @@ fn emit_attempt(cur: &Current, st: &ThreadState, ret: u32, now: u64, fence_drop_
         ep_wait_held_ns: st.ep_wait_held_ns,
         ep_wait_dropped_ns: st.ep_wait_dropped_ns,
         ep_collateral_ns: st.ep_collateral_ns,
+        pre_lock_wait_ns: st.pre_lock_wait_ns,
         vmf_flags: st.vmf_flags,
         ret,
         reserve_ret: st.reserve_ret,

@@ -12,7 +12,7 @@
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::bindings::BPF_NOEXIST;
-use probe_common::{MmWatch, WAITER_COUNT_SHIFT, WaiterState, stat};
+use probe_common::{LCB_F_READ, MmWatch, WAITER_COUNT_SHIFT, WaiterState, stat};
 
 use crate::maps::{MM_WATCH, WAITERS, bump};
 
@@ -158,6 +158,7 @@ pub fn waiter_begin(tid: u32, lock: u64, lock_flags: u32, now: u64) {
         watch_base_ns: base,
         begin_ns: now,
         covered_at_begin_ns: coverage(w, now),
+        end_ns: 0,
         lock_flags,
         _pad: 0,
     };
@@ -170,6 +171,29 @@ pub fn waiter_begin(tid: u32, lock: u64, lock_flags: u32, now: u64) {
     unsafe { add(&raw mut (*w).waiters, packed) };
 }
 
+/// A read wait for `lock` that ended at most PRE_LOCK_WAIT_LINK_NS before `now`: the mmap_lock
+/// acquisition of the fault now entering a TTM handler. Consumed (removed) when found.
+#[inline(always)]
+pub fn take_preceding_read_wait(tid: u32, lock: u64, now: u64) -> Option<(u64, u64)> {
+    let st = WAITERS.get_ptr(tid)?;
+    // SAFETY: valid map value pointer.
+    let w = unsafe { *st };
+    if w.end_ns == 0 || w.mm_lock != lock {
+        return None;
+    }
+    let _ = WAITERS.remove(tid);
+    if now.saturating_sub(w.end_ns) > probe_common::PRE_LOCK_WAIT_LINK_NS {
+        return None;
+    }
+    Some((w.begin_ns, w.end_ns))
+}
+
+/// Drops whatever waiter record a thread has (thread exit).
+#[inline(always)]
+pub fn forget_waiter(tid: u32) {
+    let _ = WAITERS.remove(tid);
+}
+
 pub struct WaiterEnd {
     pub state: WaiterState,
     pub held_overlap_ns: u64,
@@ -179,14 +203,20 @@ pub struct WaiterEnd {
 /// watched lock.
 #[inline(always)]
 pub fn waiter_end(tid: u32, lock: u64, now: u64) -> Option<WaiterEnd> {
-    let st = WAITERS.get_ptr(tid)?;
-    // SAFETY: valid map value pointer; copied before removal.
+    let st = WAITERS.get_ptr_mut(tid)?;
+    // SAFETY: valid map value pointer; copied before it changes.
     let state = unsafe { *st };
-    if lock != 0 && state.mm_lock != lock {
-        // The end of a nested contention (e.g. the rwsem's own wait_lock).
+    if state.end_ns != 0 || (lock != 0 && state.mm_lock != lock) {
+        // Already finished, or the end of a nested contention (the rwsem's own wait_lock).
         return None;
     }
-    let _ = WAITERS.remove(tid);
+    if lock != 0 && (state.lock_flags & LCB_F_READ != 0 || state.lock_flags == 0) {
+        // Keep a finished read wait for the fault that may follow (see episode::begin).
+        // SAFETY: valid map value pointer.
+        unsafe { (*st).end_ns = now };
+    } else {
+        let _ = WAITERS.remove(tid);
+    }
     let mut held_overlap_ns = 0;
     if let Some(w) = MM_WATCH.get_ptr_mut(state.mm_lock) {
         // SAFETY: valid map value pointer.

@@ -38,16 +38,20 @@ pub enum Metric {
     Retries,
     /// Per waiting task: part of its mmap_lock wait covered by a held reservation wait.
     WaiterStall,
+    /// mmap_lock wait of the faulting thread right before its first TTM handler entry
+    /// (episodes that queued behind a writer).
+    PreLockWait,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 6] = [
+    pub const ALL: [Metric; 7] = [
         Metric::EpisodeLatency,
         Metric::WaitHeld,
         Metric::WaitDropped,
         Metric::CollateralStall,
         Metric::Retries,
         Metric::WaiterStall,
+        Metric::PreLockWait,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +62,7 @@ impl Metric {
             Metric::CollateralStall => "collateral_stall",
             Metric::Retries => "retries",
             Metric::WaiterStall => "waiter_stall",
+            Metric::PreLockWait => "pre_lock_wait",
         }
     }
 
@@ -91,6 +96,29 @@ pub struct HolderCount {
     pub count: u64,
 }
 
+/// Per process (thread group): lets a user, or a test, look at one workload.
+#[derive(Clone, Debug)]
+pub struct ProcessTotals {
+    pub comm: String,
+    pub episodes: u64,
+    pub attempts: u64,
+    pub episode_latency: Histogram<u64>,
+}
+
+impl Default for ProcessTotals {
+    fn default() -> Self {
+        Self {
+            comm: String::new(),
+            episodes: 0,
+            attempts: 0,
+            episode_latency: new_histogram(),
+        }
+    }
+}
+
+/// Processes tracked individually; the rest are summed under tgid 0.
+pub const MAX_PROCESSES: usize = 256;
+
 #[derive(Clone, Debug)]
 pub struct Aggregate {
     pub histograms: BTreeMap<HistKey, Histogram<u64>>,
@@ -107,9 +135,12 @@ pub struct Aggregate {
     holders: HashMap<(u32, String), u64>,
     /// Attempt paths of episodes still open, by tid.
     open: HashMap<u32, Vec<AttemptPath>>,
-    /// Episodes per process (tgid): lets tests match a workload's pid.
-    pub episodes_by_tgid: BTreeMap<u32, u64>,
-    pub attempts_by_tgid: BTreeMap<u32, u64>,
+    /// Per process (tgid), at most MAX_PROCESSES (+ tgid 0 for the rest).
+    pub processes: BTreeMap<u32, ProcessTotals>,
+    /// First attempts (no FAULT_FLAG_TRIED) that found the reservation contended, by path.
+    pub contended_first_attempts: BTreeMap<AttemptPath, u64>,
+    /// Fault attempts without FAULT_FLAG_TRIED that waited with mmap_lock held.
+    pub held_waits_untried: u64,
 }
 
 impl Default for Aggregate {
@@ -132,9 +163,27 @@ impl Aggregate {
             waiters: BTreeMap::new(),
             holders: HashMap::new(),
             open: HashMap::new(),
-            episodes_by_tgid: BTreeMap::new(),
-            attempts_by_tgid: BTreeMap::new(),
+            processes: BTreeMap::new(),
+            contended_first_attempts: BTreeMap::new(),
+            held_waits_untried: 0,
         }
+    }
+
+    fn process(&mut self, tgid: u32, comm: &[u8]) -> &mut ProcessTotals {
+        let key = if self.processes.contains_key(&tgid) || self.processes.len() < MAX_PROCESSES {
+            tgid
+        } else {
+            0
+        };
+        let p = self.processes.entry(key).or_default();
+        if p.comm.is_empty() {
+            p.comm = if key == 0 {
+                "(other)".into()
+            } else {
+                cstr(comm)
+            };
+        }
+        p
     }
 
     fn record(&mut self, metric: Metric, class: &str, value: u64) {
@@ -171,9 +220,17 @@ impl Aggregate {
     fn add_attempt(&mut self, a: &AttemptEvent) {
         let path = attempt_path(a);
         *self.attempts.entry(path).or_default() += 1;
-        *self.attempts_by_tgid.entry(a.tgid).or_default() += 1;
-        if a.vmf_flags & probe_common::fault_flag::TRIED != 0 {
+        self.process(a.tgid, &a.comm).attempts += 1;
+        let tried = a.vmf_flags & probe_common::fault_flag::TRIED != 0;
+        let fault = a.attempt_kind == probe_common::attempt_kind::FAULT;
+        if tried {
             self.tried_attempts += 1;
+        }
+        if fault && !tried && (path.contended() || a.trylock == probe_common::trylock::FAILED) {
+            *self.contended_first_attempts.entry(path).or_default() += 1;
+        }
+        if fault && !tried && a.flags & attempt_flag::WAITED_HELD != 0 {
+            self.held_waits_untried += 1;
         }
         if a.flags & attempt_flag::UNBALANCED != 0 {
             self.unbalanced += 1;
@@ -200,8 +257,10 @@ impl Aggregate {
         let ep = episode_path(&paths);
         let class = ep.name();
         *self.episodes.entry(ep).or_default() += 1;
-        *self.episodes_by_tgid.entry(a.tgid).or_default() += 1;
         let latency = a.attempt_end_ns.saturating_sub(a.episode_start_ns);
+        let proc_totals = self.process(a.tgid, &a.comm);
+        proc_totals.episodes += 1;
+        proc_totals.episode_latency.saturating_record(latency);
         self.record(Metric::EpisodeLatency, class, latency);
         self.record(
             Metric::Retries,
@@ -216,6 +275,9 @@ impl Aggregate {
         }
         if a.ep_collateral_ns > 0 {
             self.record(Metric::CollateralStall, class, a.ep_collateral_ns);
+        }
+        if a.pre_lock_wait_ns > 0 {
+            self.record(Metric::PreLockWait, class, a.pre_lock_wait_ns);
         }
     }
 
@@ -269,12 +331,16 @@ impl Aggregate {
         for (k, v) in &other.attempts {
             *self.attempts.entry(*k).or_default() += v;
         }
-        for (k, v) in &other.episodes_by_tgid {
-            *self.episodes_by_tgid.entry(*k).or_default() += v;
+        for (tgid, p) in &other.processes {
+            let mine = self.process(*tgid, p.comm.as_bytes());
+            mine.episodes += p.episodes;
+            mine.attempts += p.attempts;
+            let _ = mine.episode_latency.add(&p.episode_latency);
         }
-        for (k, v) in &other.attempts_by_tgid {
-            *self.attempts_by_tgid.entry(*k).or_default() += v;
+        for (k, v) in &other.contended_first_attempts {
+            *self.contended_first_attempts.entry(*k).or_default() += v;
         }
+        self.held_waits_untried += other.held_waits_untried;
         self.tried_attempts += other.tried_attempts;
         self.abandoned += other.abandoned;
         self.waiter_records += other.waiter_records;
@@ -325,6 +391,7 @@ mod tests {
             ep_wait_held_ns: 0,
             ep_wait_dropped_ns: 500,
             ep_collateral_ns: 0,
+            pre_lock_wait_ns: 0,
             vmf_flags: if n > 1 { fault_flag::TRIED } else { 0 },
             ret,
             reserve_ret: 0,

@@ -209,6 +209,7 @@ mod tests {
             ep_wait_held_ns: 0,
             ep_wait_dropped_ns: 0,
             ep_collateral_ns: 0,
+            pre_lock_wait_ns: 0,
             vmf_flags: fault_flag::ALLOW_RETRY | fault_flag::KILLABLE | fault_flag::USER,
             ret: vm_fault::NOPAGE,
             reserve_ret: 0,

@@ -71,8 +71,19 @@ pub struct Counts {
     pub abandoned: u64,
     pub waiter_records: u64,
     pub unbalanced: u64,
-    pub episodes_by_tgid: BTreeMap<u32, u64>,
-    pub attempts_by_tgid: BTreeMap<u32, u64>,
+    /// First attempts (no FAULT_FLAG_TRIED) that found the reservation contended, by path.
+    pub contended_first_attempts: BTreeMap<String, u64>,
+    /// Fault attempts without FAULT_FLAG_TRIED that waited with mmap_lock held.
+    pub held_waits_untried: u64,
+}
+
+/// One process's faults.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ProcessEntry {
+    pub comm: String,
+    pub episodes: u64,
+    pub attempts: u64,
+    pub episode_latency: HistogramEntry,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -87,6 +98,8 @@ pub struct Recording {
     /// Entries left in the probes' state maps at the end (should be 0 when idle).
     pub state_entries_at_end: StateEntries,
     pub counts: Counts,
+    /// Per process (tgid; 0 = processes beyond the cap).
+    pub processes: BTreeMap<u32, ProcessEntry>,
     pub histograms: Vec<HistogramEntry>,
     pub holders: Vec<HolderCount>,
     pub waiters: BTreeMap<u32, WaiterTotals>,
@@ -163,9 +176,32 @@ impl Recording {
                 abandoned: agg.abandoned,
                 waiter_records: agg.waiter_records,
                 unbalanced: agg.unbalanced,
-                episodes_by_tgid: agg.episodes_by_tgid.clone(),
-                attempts_by_tgid: agg.attempts_by_tgid.clone(),
+                contended_first_attempts: agg
+                    .contended_first_attempts
+                    .iter()
+                    .map(|(k, v)| (k.name().to_string(), *v))
+                    .collect(),
+                held_waits_untried: agg.held_waits_untried,
             },
+            processes: agg
+                .processes
+                .iter()
+                .map(|(tgid, p)| {
+                    Ok((
+                        *tgid,
+                        ProcessEntry {
+                            comm: p.comm.clone(),
+                            episodes: p.episodes,
+                            attempts: p.attempts,
+                            episode_latency: entry(
+                                Metric::EpisodeLatency,
+                                "all",
+                                &p.episode_latency,
+                            )?,
+                        },
+                    ))
+                })
+                .collect::<Result<_>>()?,
             histograms,
             holders: agg.holders(),
             waiters: agg.waiters.clone(),

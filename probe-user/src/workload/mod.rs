@@ -25,6 +25,14 @@ pub fn parse_size(s: &str) -> Result<usize> {
         .with_context(|| format!("size {s:?} is zero or too large"))
 }
 
+/// Names this thread (its comm), so observers can filter on it.
+pub fn set_comm(name: &str) {
+    if let Ok(c) = std::ffi::CString::new(name) {
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string of up to 16 bytes.
+        unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr()) };
+    }
+}
+
 /// (minor, major) page faults of this process so far.
 pub fn rusage() -> (i64, i64) {
     // SAFETY: getrusage fills the struct we pass.

@@ -145,6 +145,7 @@ pub fn run(args: &StressArgs) -> Result<()> {
     if args.threads == 0 || args.threads > 1024 {
         bail!("--threads must be between 1 and 1024");
     }
+    super::set_comm("ttm-stress");
     let stop = stop_flag()?;
     let dev = Device::open(args.device.as_deref())?;
     let mut holder = match args.scenario {
@@ -309,17 +310,22 @@ fn touch_together(
         for i in 0..threads {
             let barrier = &barrier;
             let results = &results;
-            s.spawn(move || {
-                // Spread threads over the buffer so each takes its own fault.
-                let page = i * pages / threads.max(1);
-                barrier.wait();
-                let t0 = Instant::now();
-                map.touch(page);
-                let ns = t0.elapsed().as_nanos() as u64;
-                if let Ok(mut r) = results.lock() {
-                    r[i] = ns;
-                }
-            });
+            // Named threads: the comm "ttm-fault-N" lets an independent observer (tracefs
+            // filters in the lab tests) pick out exactly these faults.
+            std::thread::Builder::new()
+                .name(format!("ttm-fault-{i}"))
+                .spawn_scoped(s, move || {
+                    // Spread threads over the buffer so each takes its own fault.
+                    let page = i * pages / threads.max(1);
+                    barrier.wait();
+                    let t0 = Instant::now();
+                    map.touch(page);
+                    let ns = t0.elapsed().as_nanos() as u64;
+                    if let Ok(mut r) = results.lock() {
+                        r[i] = ns;
+                    }
+                })
+                .context("starting a faulting thread")?;
         }
         let go = before_go();
         barrier.wait();
@@ -421,6 +427,7 @@ pub fn helper_main() -> Result<()> {
         .context("stress-helper is internal to `ttmlat stress`")?
         .parse()
         .context("bad TTMLAT_HELPER_FD")?;
+    super::set_comm("ttm-helper");
     // SAFETY: the parent passed us this fd open, for us to own.
     let file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     let stdin = std::io::stdin();

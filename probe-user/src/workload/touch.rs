@@ -35,6 +35,7 @@ pub struct TouchReport {
 }
 
 pub fn run(args: &TouchArgs) -> Result<()> {
+    super::set_comm("ttm-touch");
     let dev = Device::open(args.device.as_deref())?;
     let bo = dev.create_dumb(args.size)?;
     let map: Mapping = bo.map()?;

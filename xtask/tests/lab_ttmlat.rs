@@ -1,0 +1,379 @@
+//! Kernel-behaviour tests of ttmlat: the real `ttmlat` binary (target/release, built by the
+//! test command) runs in the QEMU lab against a real workload on Debian's own kernels, and
+//! its recording is compared with an independent observer (tracefs kprobes, no BPF) and with
+//! the workload's own userspace measurements.
+//!
+//!     cargo build --release -p probe-user
+//!     cargo test -p xtask --test lab_ttmlat -- --ignored
+
+use std::{fs, path::PathBuf, time::Duration};
+
+use anyhow::{Context, Result, ensure};
+use serde_json::Value;
+use xtask::{
+    lab::{self, LabRun, LabSpec, TtmVariant},
+    lab_dirs::repo_root,
+    observer::{self, Observed},
+};
+
+fn ttmlat() -> Result<PathBuf> {
+    let p = repo_root().join("target/release/ttmlat");
+    ensure!(
+        p.is_file(),
+        "{} is missing: run `cargo build --release -p probe-user` first",
+        p.display()
+    );
+    Ok(p)
+}
+
+/// Starts `ttmlat record` in the background and waits until its probes are attached.
+fn record_start(extra: &str) -> String {
+    format!(
+        r#"$TTMLAT record -o $LAB_OUT/rec.json --ready-file /tmp/ttmlat.ready {extra} > $LAB_OUT/record.txt 2>&1 &
+REC=$!
+for i in $(seq 1 600); do [ -f /tmp/ttmlat.ready ] && break; kill -0 $REC 2>/dev/null || break; sleep 0.1; done
+[ -f /tmp/ttmlat.ready ] || {{ echo "ttmlat did not attach"; cat $LAB_OUT/record.txt; exit 3; }}
+"#
+    )
+}
+
+const RECORD_STOP: &str = r#"kill -INT $REC; wait $REC || { echo "ttmlat record failed"; cat $LAB_OUT/record.txt; exit 4; }
+"#;
+
+fn run(kernel: &str, ttm: TtmVariant, body: &str) -> Result<LabRun> {
+    let script = format!("set -eu\n{body}");
+    let spec = LabSpec::new(kernel, &script)
+        .ttm(ttm)
+        .env("TTMLAT", ttmlat()?.display().to_string())
+        .timeout(Duration::from_secs(600));
+    let run = lab::run(&spec)?;
+    ensure!(
+        run.rc == 0,
+        "guest script failed with rc {} (run dir {}):\n{}\n{}",
+        run.rc,
+        run.run_dir.display(),
+        run.stdout,
+        run.stderr
+    );
+    Ok(run)
+}
+
+fn json(run: &LabRun, name: &str) -> Result<Value> {
+    let path = run.out_dir.join(name);
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(text.trim()).with_context(|| format!("parsing {}", path.display()))
+}
+
+fn observed(run: &LabRun) -> Result<(Observed, u64)> {
+    let trace = fs::read_to_string(run.out_dir.join("trace.txt"))?;
+    let profile = fs::read_to_string(run.out_dir.join("kprobe_profile.txt"))?;
+    Ok((
+        observer::observe(&observer::parse_trace(&trace)),
+        observer::profile_misses(&profile),
+    ))
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+/// ttmlat's per-process counts for `pid`.
+fn process<'a>(rec: &'a Value, pid: u64) -> Result<&'a Value> {
+    rec["processes"]
+        .get(pid.to_string())
+        .with_context(|| format!("recording has no process {pid}: {}", rec["processes"]))
+}
+
+fn assert_nothing_lost(rec: &Value) -> Result<()> {
+    let s = &rec["probe_stats"];
+    for k in [
+        "ringbuf_drops",
+        "retprobe_misses",
+        "thread_map_full",
+        "orphan_returns",
+    ] {
+        ensure!(u(&s[k]) == 0, "ttmlat lost records: {k} = {}", s[k]);
+    }
+    ensure!(u(&rec["undecodable_records"]) == 0, "undecodable records");
+    Ok(())
+}
+
+/// Issue 2: the number of faults ttmlat reports for a workload equals what tracefs kprobes
+/// saw for that workload's process.
+fn fault_count_matches_tracefs(kernel: &str) -> Result<()> {
+    let body = format!(
+        "{}{}{}$TTMLAT workload touch --size 3M --json > $LAB_OUT/touch1.json
+$TTMLAT workload touch --size 5M --json > $LAB_OUT/touch2.json
+{}{}",
+        observer::setup_script("ttm-touch"),
+        "",
+        record_start(""),
+        RECORD_STOP,
+        observer::collect_script("$LAB_OUT"),
+    );
+    let run = run(kernel, TtmVariant::Stock, &body)?;
+    let rec = json(&run, "rec.json")?;
+    assert_nothing_lost(&rec)?;
+    let trace = fs::read_to_string(run.out_dir.join("trace.txt"))?;
+    let events = observer::parse_trace(&trace);
+    for name in ["touch1.json", "touch2.json"] {
+        let touch = json(&run, name)?;
+        let pid = u(&touch["pid"]);
+        // The touch workload is single-threaded: its tid is its pid.
+        let mine: Vec<_> = events
+            .iter()
+            .filter(|e| u64::from(e.tid) == pid)
+            .cloned()
+            .collect();
+        let obs = observer::observe(&mine);
+        let p = process(&rec, pid)?;
+        eprintln!(
+            "{kernel} {name}: pages {} tracefs faults {} completed {} | ttmlat attempts {} episodes {}",
+            touch["pages"], obs.fault_entries, obs.completed_faults, p["attempts"], p["episodes"]
+        );
+        ensure!(obs.fault_entries > 0, "tracefs saw no fault for pid {pid}");
+        ensure!(
+            u(&p["attempts"]) == obs.fault_entries,
+            "{kernel}: ttmlat counted {} fault attempts for pid {pid}, tracefs {}",
+            p["attempts"],
+            obs.fault_entries
+        );
+        ensure!(
+            u(&p["episodes"]) == obs.completed_faults,
+            "{kernel}: ttmlat counted {} faults for pid {pid}, tracefs {}",
+            p["episodes"],
+            obs.completed_faults
+        );
+    }
+    Ok(())
+}
+
+#[test]
+#[ignore = "boots QEMU; needs root, ./scripts/setup.sh and a release build"]
+fn fault_count_matches_tracefs_6_1() -> Result<()> {
+    fault_count_matches_tracefs("6.1")
+}
+
+#[test]
+#[ignore = "boots QEMU; needs root, ./scripts/setup.sh and a release build"]
+fn fault_count_matches_tracefs_6_12() -> Result<()> {
+    fault_count_matches_tracefs("6.12")
+}
+
+/// What one contention run produced: ttmlat's recording, the stress workload's own report,
+/// and the observer's facts about the faulting threads.
+struct Contention {
+    rec: Value,
+    stress: Value,
+    obs: Observed,
+    observer_misses: u64,
+}
+
+/// Runs `ttmlat stress --scenario cross-process` under `ttmlat record` and the observer.
+fn contention(kernel: &str, ttm: TtmVariant) -> Result<Contention> {
+    let body = format!(
+        "{}{}$TTMLAT stress --scenario cross-process --threads 4 --size 16M --rounds 12 --json > $LAB_OUT/stress.json
+{}{}",
+        observer::setup_script("ttm-fault-*"),
+        record_start(""),
+        RECORD_STOP,
+        observer::collect_script("$LAB_OUT"),
+    );
+    let run = run(kernel, ttm, &body)?;
+    let (obs, observer_misses) = observed(&run)?;
+    Ok(Contention {
+        rec: json(&run, "rec.json")?,
+        stress: json(&run, "stress.json")?,
+        obs,
+        observer_misses,
+    })
+}
+
+/// Checks shared by every kernel variant: ttmlat's counts equal the observer's, its latency
+/// agrees with the workload's own, and nothing was lost.
+fn common_checks(label: &str, c: &Contention) -> Result<()> {
+    assert_nothing_lost(&c.rec)?;
+    ensure!(
+        c.observer_misses == 0,
+        "{label}: the observer missed returns"
+    );
+    let pid = u(&c.stress["pid"]);
+    let p = process(&c.rec, pid)?;
+    let o = &c.obs;
+    eprintln!(
+        "{label}: observer attempts {} faults {} reserve calls {} (waited {}, RETRY {}) | ttmlat attempts {} episodes {} paths {} {}",
+        o.fault_entries,
+        o.completed_faults,
+        o.reserve_calls.len(),
+        o.reserve_calls.iter().filter(|r| r.waited).count(),
+        o.reserve_calls
+            .iter()
+            .filter(|r| r.returned_retry())
+            .count(),
+        p["attempts"],
+        p["episodes"],
+        c.rec["counts"]["attempts"],
+        c.rec["counts"]["episodes"],
+    );
+    ensure!(
+        u(&p["attempts"]) == o.fault_entries,
+        "{label}: ttmlat saw {} attempts, the observer {}",
+        p["attempts"],
+        o.fault_entries
+    );
+    ensure!(
+        u(&p["episodes"]) == o.completed_faults,
+        "{label}: ttmlat saw {} episodes, the observer {}",
+        p["episodes"],
+        o.completed_faults
+    );
+    let contended = o.reserve_calls.iter().filter(|r| r.waited).count();
+    ensure!(
+        contended > 0,
+        "{label}: the workload produced no contention"
+    );
+    // Episode latency: ttmlat (in-kernel) vs the workload's first-touch timing (userspace),
+    // same population (one fault per thread per round).
+    let ours = u(&p["episode_latency"]["p50"]) as f64;
+    let theirs = u(&c.stress["first_touch"]["p50_ns"]) as f64;
+    let tolerance = theirs * 0.10 + 100_000.0;
+    eprintln!(
+        "{label}: episode p50 {:.3} ms (ttmlat) vs first-touch p50 {:.3} ms (workload)",
+        ours / 1e6,
+        theirs / 1e6
+    );
+    ensure!(
+        (ours - theirs).abs() <= tolerance,
+        "{label}: ttmlat episode median {ours} ns vs workload first-touch median {theirs} ns"
+    );
+    Ok(())
+}
+
+fn attempts(rec: &Value, path: &str) -> u64 {
+    u(&rec["counts"]["attempts"][path])
+}
+
+fn stock_checks(label: &str, c: &Contention) -> Result<()> {
+    common_checks(label, c)?;
+    let o = &c.obs;
+    let retries: Vec<_> = o
+        .reserve_calls
+        .iter()
+        .filter(|r| r.returned_retry())
+        .collect();
+    ensure!(
+        !retries.is_empty(),
+        "{label}: no RETRY seen by the observer"
+    );
+    for r in &o.reserve_calls {
+        if r.waited && !r.retry_attempt {
+            ensure!(
+                r.dropped_before_wait && r.returned_retry(),
+                "{label}: a contended first attempt did not drop mmap_lock and retry: {r:?}"
+            );
+        }
+        if r.waited && !r.dropped_before_wait {
+            ensure!(
+                r.retry_attempt,
+                "{label}: a held wait on a first attempt: {r:?}"
+            );
+        }
+    }
+    // ttmlat agrees attempt by attempt class.
+    ensure!(
+        attempts(&c.rec, "retry-dropped") == retries.len() as u64,
+        "{label}: ttmlat retry-dropped {} vs observer RETRY {}",
+        attempts(&c.rec, "retry-dropped"),
+        retries.len()
+    );
+    let held = o
+        .reserve_calls
+        .iter()
+        .filter(|r| r.waited && !r.dropped_before_wait)
+        .count() as u64;
+    ensure!(
+        attempts(&c.rec, "held-wait") + attempts(&c.rec, "interrupted") == held,
+        "{label}: ttmlat held waits {} vs observer {held}",
+        attempts(&c.rec, "held-wait")
+    );
+    ensure!(
+        u(&c.rec["counts"]["held_waits_untried"]) == 0,
+        "{label}: ttmlat reports held waits on first attempts"
+    );
+    let first = c.rec["counts"]["contended_first_attempts"]
+        .as_object()
+        .context("contended_first_attempts")?;
+    ensure!(
+        !first.is_empty() && first.keys().all(|k| k == "retry-dropped"),
+        "{label}: contended first attempts are not all retry-class: {first:?}"
+    );
+    Ok(())
+}
+
+#[test]
+#[ignore = "boots QEMU; needs root, ./scripts/setup.sh and a release build"]
+fn stock_6_1_drops_mmap_lock_and_retries() -> Result<()> {
+    stock_checks("6.1 stock", &contention("6.1", TtmVariant::Stock)?)
+}
+
+#[test]
+#[ignore = "boots QEMU; needs root, ./scripts/setup.sh and a release build"]
+fn stock_6_12_drops_mmap_lock_and_retries() -> Result<()> {
+    stock_checks("6.12 stock", &contention("6.12", TtmVariant::Stock)?)
+}
+
+#[test]
+#[ignore = "boots QEMU; needs root, ./scripts/setup.sh and a release build"]
+fn blocking_6_1_waits_with_mmap_lock_held() -> Result<()> {
+    let label = "6.1 blocking";
+    let c = contention("6.1", TtmVariant::Blocking)?;
+    common_checks(label, &c)?;
+    let o = &c.obs;
+    ensure!(
+        o.reserve_calls.iter().all(|r| !r.returned_retry()),
+        "{label}: the blocking variant returned RETRY"
+    );
+    let held = o
+        .reserve_calls
+        .iter()
+        .filter(|r| r.waited && !r.dropped_before_wait)
+        .count() as u64;
+    ensure!(
+        o.reserve_calls
+            .iter()
+            .filter(|r| r.waited)
+            .all(|r| !r.dropped_before_wait),
+        "{label}: a contended attempt dropped mmap_lock"
+    );
+    for path in ["retry-dropped", "retry-nowait"] {
+        ensure!(attempts(&c.rec, path) == 0, "{label}: ttmlat saw {path}");
+    }
+    for path in ["retry", "retry-then-held"] {
+        ensure!(
+            u(&c.rec["counts"]["episodes"][path]) == 0,
+            "{label}: ttmlat saw a {path} episode"
+        );
+    }
+    ensure!(
+        attempts(&c.rec, "held-wait") + attempts(&c.rec, "interrupted") == held && held > 0,
+        "{label}: ttmlat held waits {} vs observer {held}",
+        attempts(&c.rec, "held-wait")
+    );
+    // Collateral stall of the victim thread: non-zero, and no more than the victim's own
+    // measured mmap/munmap time.
+    let victim_tid = u(&c.stress["victim_tid"]);
+    let victim_total = u(&c.stress["victim_total_ns"]);
+    let stalled = u(&c.rec["waiters"][victim_tid.to_string()]["held_overlap_ns"]);
+    eprintln!(
+        "{label}: victim stalled {stalled} ns by held waits, its calls took {victim_total} ns"
+    );
+    ensure!(
+        stalled > 0,
+        "{label}: no collateral stall attributed to the victim"
+    );
+    ensure!(
+        stalled <= victim_total,
+        "{label}: collateral {stalled} ns exceeds the victim's own {victim_total} ns"
+    );
+    Ok(())
+}
