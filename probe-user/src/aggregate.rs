@@ -362,7 +362,7 @@ impl Aggregate {
     /// Clears counts and histograms but keeps open episodes (interval reset for `live`).
     pub fn take_interval(&mut self) -> Aggregate {
         let open = std::mem::take(&mut self.open);
-        let out = std::mem::replace(self, Aggregate::new());
+        let out = std::mem::take(self);
         self.open = open;
         out
     }

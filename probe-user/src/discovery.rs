@@ -6,13 +6,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-/// A function symbol and the module it lives in ("vmlinux" for the core kernel).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Symbol {
-    pub name: String,
-    pub module: String,
-}
-
 /// Function symbols of the running kernel (from /proc/kallsyms), by name.
 #[derive(Clone, Debug, Default)]
 pub struct SymbolTable {
@@ -40,19 +33,6 @@ impl SymbolTable {
         table
     }
 
-    /// Parses `nm --defined-only` output of one object (test data), attributing it to `module`.
-    pub fn add_nm(&mut self, text: &str, module: &str) {
-        for line in text.lines() {
-            let mut it = line.split_whitespace().rev();
-            let (Some(name), Some(kind)) = (it.next(), it.next()) else {
-                continue;
-            };
-            if matches!(kind, "t" | "T") {
-                self.insert(name, module);
-            }
-        }
-    }
-
     pub fn insert(&mut self, name: &str, module: &str) {
         // Compiler clones (foo.isra.0, foo.constprop.0) are not the function itself.
         if name.contains('.') {
@@ -69,14 +49,6 @@ impl SymbolTable {
             .get(name)
             .and_then(|m| m.iter().next())
             .map(String::as_str)
-    }
-
-    pub fn len(&self) -> usize {
-        self.by_name.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_name.is_empty()
     }
 }
 
@@ -231,12 +203,6 @@ pub fn plan(symbols: &SymbolTable, has_lock_tracepoints: bool) -> Result<AttachP
 }
 
 impl AttachPlan {
-    /// Drivers whose fault path this plan covers (modules of the handlers, plus the generic
-    /// handler's users which are only known at run time from the mapping).
-    pub fn handler_modules(&self) -> BTreeSet<String> {
-        self.fault_handlers.iter().map(|(_, m)| m.clone()).collect()
-    }
-
     /// Human-readable notes of the handlers in the plan.
     pub fn handler_notes(&self) -> Vec<String> {
         self.fault_handlers
@@ -279,7 +245,6 @@ mod tests {
         assert_eq!(t.module_of("_stext"), Some("vmlinux"));
         assert_eq!(t.module_of("some_data"), None);
         assert_eq!(t.module_of("foo.isra.0"), None);
-        assert_eq!(t.len(), 3);
     }
 
     #[test]
@@ -287,6 +252,107 @@ mod tests {
         let t = table(&[("up_read", "vmlinux"), ("ww_mutex_lock", "vmlinux")]);
         assert_eq!(plan(&t, true), Err(PlanError::NoTtm));
         assert!(PlanError::NoTtm.to_string().contains("TTM is not loaded"));
+    }
+
+    /// Symbol lists of Debian's own kernels (scripts/extract-symbols.sh): vmlinux from the
+    /// lab guest's /proc/kallsyms, modules from nm on the packaged .ko files.
+    fn debian(release: &str, modules: &[&str]) -> SymbolTable {
+        use std::io::Read;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/symbols")
+            .join(release);
+        let mut t = SymbolTable::default();
+        for m in modules {
+            let path = dir.join(format!("{m}.gz"));
+            let file = std::fs::File::open(&path)
+                .unwrap_or_else(|e| panic!("test data {}: {e}", path.display()));
+            let mut text = String::new();
+            flate2::read::GzDecoder::new(file)
+                .read_to_string(&mut text)
+                .unwrap_or_else(|e| panic!("test data {}: {e}", path.display()));
+            for name in text.lines() {
+                t.insert(name, m);
+            }
+        }
+        t
+    }
+
+    const DEBIAN_6_1: &str = "6.1.0-56-amd64";
+    const DEBIAN_6_12: &str = "6.12.117+deb12-amd64";
+
+    fn handlers(p: &AttachPlan) -> Vec<String> {
+        p.fault_handlers
+            .iter()
+            .map(|(s, m)| format!("{s}@{m}"))
+            .collect()
+    }
+
+    #[test]
+    fn debian_kernels_each_driver() {
+        let cases: &[(&str, &str, &[&str])] = &[
+            ("amdgpu", DEBIAN_6_1, &["amdgpu_gem_fault@amdgpu"]),
+            ("radeon", DEBIAN_6_1, &["radeon_gem_fault@radeon"]),
+            ("nouveau", DEBIAN_6_1, &["nouveau_ttm_fault@nouveau"]),
+            (
+                "vmwgfx",
+                DEBIAN_6_1,
+                &["vmw_bo_vm_fault@vmwgfx", "vmw_bo_vm_mkwrite@vmwgfx"],
+            ),
+            ("i915", DEBIAN_6_1, &["vm_fault_ttm@i915"]),
+            ("qxl", DEBIAN_6_1, &[]),
+            ("drm_vram_helper", DEBIAN_6_1, &[]),
+            ("bochs", DEBIAN_6_1, &[]),
+            ("amdgpu", DEBIAN_6_12, &["amdgpu_gem_fault@amdgpu"]),
+            ("radeon", DEBIAN_6_12, &["radeon_gem_fault@radeon"]),
+            ("nouveau", DEBIAN_6_12, &["nouveau_ttm_fault@nouveau"]),
+            (
+                "vmwgfx",
+                DEBIAN_6_12,
+                &["vmw_bo_vm_fault@vmwgfx", "vmw_bo_vm_mkwrite@vmwgfx"],
+            ),
+            ("i915", DEBIAN_6_12, &["vm_fault_ttm@i915"]),
+            ("xe", DEBIAN_6_12, &["xe_gem_fault@xe"]),
+            ("qxl", DEBIAN_6_12, &[]),
+            ("drm_vram_helper", DEBIAN_6_12, &[]),
+            ("bochs", DEBIAN_6_12, &[]),
+        ];
+        for (driver, release, own) in cases {
+            let t = debian(release, &["vmlinux", "ttm", driver]);
+            let p = plan(&t, true).unwrap_or_else(|e| panic!("{driver} {release}: {e}"));
+            let mut want = vec!["ttm_bo_vm_fault@ttm".to_string()];
+            want.extend(own.iter().map(|s| s.to_string()));
+            assert_eq!(handlers(&p), want, "{driver} on {release}");
+            assert_eq!(p.reserve.as_deref(), Some("ttm_bo_vm_reserve"));
+            assert_eq!(p.access.as_deref(), Some("ttm_bo_vm_access"));
+            // 5.16+: the trylock is a real function on both.
+            assert_eq!(p.trylock.as_deref(), Some("ww_mutex_trylock"));
+            assert_eq!(
+                p.resv_lock,
+                vec![
+                    "ww_mutex_lock_interruptible".to_string(),
+                    "ww_mutex_lock".to_string()
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn debian_kernel_without_a_gpu_driver_loaded_has_no_ttm() {
+        let t = debian(DEBIAN_6_12, &["vmlinux"]);
+        assert_eq!(plan(&t, true), Err(PlanError::NoTtm));
+    }
+
+    #[test]
+    fn debian_vmlinux_has_the_rwsem_slowpaths_for_older_fallback() {
+        for release in [DEBIAN_6_1, DEBIAN_6_12] {
+            let t = debian(release, &["vmlinux", "ttm"]);
+            let p = plan(&t, false).expect("plan");
+            assert!(
+                matches!(p.contention, ContentionSource::RwsemSlowpath(ref v) if v.len() == 2),
+                "{release}: {:?}",
+                p.contention
+            );
+        }
     }
 
     #[test]

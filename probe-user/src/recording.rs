@@ -283,15 +283,6 @@ impl Recording {
         }
         Ok(rec)
     }
-
-    /// The decoded histogram of (metric, class).
-    pub fn histogram(&self, metric: Metric, class: &str) -> Result<Option<Histogram<u64>>> {
-        self.histograms
-            .iter()
-            .find(|h| h.metric == metric.name() && h.class == class)
-            .map(|h| decode_histogram(&h.encoded))
-            .transpose()
-    }
 }
 
 #[cfg(test)]
@@ -325,10 +316,7 @@ mod tests {
         rec.write(&path).expect("write");
         let back = Recording::read(&path).expect("read");
         assert_eq!(back, rec);
-        let h = back
-            .histogram(Metric::EpisodeLatency, "uncontended")
-            .expect("decode")
-            .expect("present");
+        let h = decode_histogram(&back.histograms[0].encoded).expect("decode");
         assert_eq!(h.len(), 4);
     }
 

@@ -39,7 +39,6 @@ pub fn tracefs() -> Result<PathBuf> {
 pub struct RetProbe {
     tracefs: PathBuf,
     event: String,
-    pub symbol: String,
     perf: Option<OwnedFd>,
 }
 
@@ -61,7 +60,6 @@ impl RetProbe {
         let mut probe = Self {
             tracefs: tracefs.to_path_buf(),
             event: event.clone(),
-            symbol: symbol.to_string(),
             perf: None,
         };
         let id_path = tracefs.join("events").join(&event).join("id");

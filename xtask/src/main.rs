@@ -25,6 +25,10 @@ enum Command {
     PrepareLab(commands::setup::PrepareLabArgs),
     /// Boot a lab kernel in QEMU and run a command in it as root.
     Lab(commands::lab::LabArgs),
+    /// Run ttmlat in the lab against the built-in contention workload (the main job).
+    Demo(commands::demo::DemoArgs),
+    /// Everything CI runs: fmt, clippy, unit tests, release build, lab tests.
+    Test(commands::test::TestArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,5 +37,7 @@ fn main() -> ExitCode {
         Command::Setup(args) => commands::setup::setup(&args),
         Command::PrepareLab(args) => commands::setup::prepare_lab(&args),
         Command::Lab(args) => commands::lab::lab(&args),
+        Command::Demo(args) => commands::demo::demo(&args),
+        Command::Test(args) => commands::test::test(&args),
     }
 }

@@ -78,7 +78,7 @@ fn u(v: &Value) -> u64 {
 }
 
 /// ttmlat's per-process counts for `pid`.
-fn process<'a>(rec: &'a Value, pid: u64) -> Result<&'a Value> {
+fn process(rec: &Value, pid: u64) -> Result<&Value> {
     rec["processes"]
         .get(pid.to_string())
         .with_context(|| format!("recording has no process {pid}: {}", rec["processes"]))

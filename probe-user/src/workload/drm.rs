@@ -195,17 +195,6 @@ impl Mapping {
         }
     }
 
-    /// Reads one byte of page `index`.
-    pub fn read(&self, index: usize) -> u8 {
-        let off = index * Self::page_size();
-        if off < self.len {
-            // SAFETY: off is inside the mapping.
-            unsafe { std::ptr::read_volatile(self.ptr.as_ptr().cast::<u8>().add(off)) }
-        } else {
-            0
-        }
-    }
-
     pub fn pages(&self) -> usize {
         self.len.div_ceil(Self::page_size())
     }

@@ -1,4 +1,6 @@
 //! One module per `cargo xtask` subcommand.
 
+pub mod demo;
 pub mod lab;
 pub mod setup;
+pub mod test;
