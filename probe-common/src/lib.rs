@@ -21,6 +21,9 @@ pub mod names {
     pub const WAITERS: &str = "WAITERS";
     pub const STATS: &str = "STATS";
     pub const CONFIG: &str = "CONFIG";
+    pub const STACKS: &str = "STACKS";
+    pub const CONTENDED: &str = "CONTENDED";
+    pub const RELEASES: &str = "RELEASES";
 }
 
 /// `vm_fault->flags` bits (include/linux/mm_types.h); identical from 5.4 to 6.19 on x86.
@@ -97,6 +100,9 @@ pub struct ProbeConfig {
 pub mod config_flag {
     /// `ww_mutex_trylock` is a real function (5.16+) and its kretprobe is attached.
     pub const TRYLOCK_PROBED: u32 = 0x1;
+    /// `--holder-stack`: capture the reservation holder's kernel stack when it releases a
+    /// reservation a TTM fault waits for (kprobe on ww_mutex_unlock).
+    pub const HOLDER_STACKS: u32 = 0x2;
 }
 
 /// What kind of TTM entry point an attempt went through.
@@ -223,6 +229,19 @@ pub struct AttemptEvent {
     pub comm: [u8; COMM_LEN],
     /// Module owning the mapping's file operations (the DRM driver, e.g. "bochs", "amdgpu").
     pub driver: [u8; DRIVER_LEN],
+    /// `STACKS` id of the holder's kernel stack when it released the reservation we waited
+    /// for (`--holder-stack`), or -1.
+    pub holder_stack_id: i32,
+    pub _pad: u32,
+}
+
+/// The last release of a reservation a TTM fault waited for (`RELEASES`, keyed by lock).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HolderRelease {
+    pub released_ns: u64,
+    pub stack_id: i32,
+    pub tid: u32,
 }
 
 /// A task that waited for an mmap_lock of an mm in which a TTM fault was in progress.
@@ -327,8 +346,8 @@ pub struct ThreadState {
     pub holder_tgid: u32,
     pub holder_comm: [u8; COMM_LEN],
     pub driver: [u8; DRIVER_LEN],
-    /// Explicit tail padding.
-    pub _pad: u32,
+    /// See [`AttemptEvent::holder_stack_id`].
+    pub holder_stack_id: i32,
 }
 
 /// Per-mm watch, keyed by `&mm->mmap_lock`, alive while at least one TTM attempt of that mm is
@@ -414,6 +433,7 @@ mod pod {
     unsafe impl aya::Pod for super::ThreadState {}
     unsafe impl aya::Pod for super::MmWatch {}
     unsafe impl aya::Pod for super::WaiterState {}
+    unsafe impl aya::Pod for super::HolderRelease {}
 }
 
 #[cfg(test)]
@@ -427,12 +447,13 @@ mod tests {
         assert_eq!(size_of::<ProbeConfig>(), 48 + 4 + 4 + 16 + 4 + 4);
         assert_eq!(
             size_of::<AttemptEvent>(),
-            4 * 4 + 13 * 8 + 4 * 4 + 3 * 2 + 2 + 2 * 4 + 3 * 16
+            4 * 4 + 13 * 8 + 4 * 4 + 3 * 2 + 2 + 2 * 4 + 3 * 16 + 8
         );
         assert_eq!(size_of::<WaiterEvent>(), 4 * 4 + 4 * 8 + 16);
         assert_eq!(size_of::<AbandonedEvent>(), 4 * 4 + 5 * 8 + 16);
         assert_eq!(size_of::<WaiterState>(), 5 * 8 + 2 * 4);
         assert_eq!(size_of::<MmWatch>(), 6 * 8);
+        assert_eq!(size_of::<HolderRelease>(), 16);
         assert_eq!(
             size_of::<ThreadState>(),
             17 * 8 + 9 * 4 + 3 * 2 + 2 + 2 * 4 + 2 * 16 + 4

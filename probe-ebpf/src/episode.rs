@@ -20,7 +20,7 @@ use probe_common::{
 
 use crate::{
     kernel,
-    maps::{EVENTS, THREADS, bump, config},
+    maps::{CONTENDED, EVENTS, RELEASES, THREADS, bump, config},
     watch,
 };
 
@@ -154,6 +154,7 @@ pub fn attempt_enter(kind: u8, vmf: u64, vma: u64) {
 fn begin_episode(st: &mut ThreadState, now: u64) {
     *st = ThreadState {
         episode_start_ns: now,
+        holder_stack_id: -1,
         ..ThreadState::default()
     };
 }
@@ -223,6 +224,7 @@ fn reset_attempt(st: &mut ThreadState) {
     st.holder_tid = 0;
     st.holder_tgid = 0;
     st.holder_comm = [0; COMM_LEN];
+    st.holder_stack_id = -1;
 }
 
 #[inline(always)]
@@ -299,6 +301,9 @@ pub fn wait_enter(lock: u64) {
         st.holder_comm = who.comm;
         st.flags |= attempt_flag::HOLDER_KNOWN;
     }
+    if config!(flags) & probe_common::config_flag::HOLDER_STACKS != 0 {
+        let _ = CONTENDED.insert(lock, 1u64, 0);
+    }
     let held = st.flags & (attempt_flag::DROPPED_IN_RESERVE | attempt_flag::UNDER_VMA_LOCK) == 0;
     st.wait_is_held = held as u32;
     if held {
@@ -321,6 +326,16 @@ pub fn wait_exit(ret: i32) {
 #[inline(always)]
 fn wait_exit_inner(st: &mut ThreadState, now: u64, ret: i32) {
     let took = now.saturating_sub(st.wait_start_ns);
+    if config!(flags) & probe_common::config_flag::HOLDER_STACKS != 0 {
+        let _ = CONTENDED.remove(st.resv);
+        if let Some(rel) = RELEASES.get_ptr(st.resv) {
+            // SAFETY: valid map value pointer.
+            let rel = unsafe { *rel };
+            if rel.released_ns >= st.wait_start_ns {
+                st.holder_stack_id = rel.stack_id;
+            }
+        }
+    }
     st.in_wait = 0;
     st.wait_ret = ret;
     if st.wait_is_held != 0 {
@@ -417,6 +432,8 @@ fn emit_attempt(cur: &Current, st: &ThreadState, ret: u32, now: u64, fence_drop_
         holder_comm: st.holder_comm,
         comm: comm(),
         driver: st.driver,
+        holder_stack_id: st.holder_stack_id,
+        _pad: 0,
     });
     entry.submit(0);
 }

@@ -13,13 +13,14 @@ mod kernel;
 mod maps;
 mod watch;
 
+use aya_ebpf::programs::tracing::StackIdContext;
 use aya_ebpf::{
     macros::{kprobe, kretprobe, raw_tracepoint},
     programs::{ProbeContext, RawTracePointContext, RetProbeContext},
 };
-use probe_common::{EventKind, WaiterEvent, attempt_kind, stat};
+use probe_common::{EventKind, HolderRelease, WaiterEvent, attempt_kind, stat};
 
-use crate::maps::{EVENTS, bump};
+use crate::maps::{CONTENDED, EVENTS, RELEASES, STACKS, bump};
 
 /// `ttm_bo_vm_fault(struct vm_fault *vmf)` (ttm.ko, 5.5+; static `ttm_bo_vm_fault` in 5.4) and
 /// the driver fault handlers that call `ttm_bo_vm_reserve` (amdgpu_gem_fault, radeon_gem_fault,
@@ -94,6 +95,27 @@ pub fn resv_lock_enter(ctx: ProbeContext) -> u32 {
 #[kretprobe]
 pub fn resv_lock_exit(ctx: RetProbeContext) -> u32 {
     episode::wait_exit(ctx.ret::<u64>() as i32);
+    0
+}
+
+/// `ww_mutex_unlock(lock)` (vmlinux, all versions; `dma_resv_unlock` ends here). Attached only
+/// with `--holder-stack`: when the released lock is a reservation a TTM fault waits for, record
+/// the releasing task's kernel stack. System-wide: one map lookup.
+#[kprobe]
+pub fn resv_unlock_enter(ctx: ProbeContext) -> u32 {
+    let Some(lock) = ctx.arg::<u64>(0) else {
+        return 0;
+    };
+    if CONTENDED.get_ptr(lock).is_none() {
+        return 0;
+    }
+    let stack_id = ctx.get_stackid(&STACKS, 0).map_or(-1, |id| id as i32);
+    let release = HolderRelease {
+        released_ns: kernel::now(),
+        stack_id,
+        tid: episode::current().tid,
+    };
+    let _ = RELEASES.insert(lock, release, 0);
     0
 }
 

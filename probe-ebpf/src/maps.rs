@@ -2,9 +2,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{LruHashMap, PerCpuArray, RingBuf, StackTrace},
 };
-use probe_common::{KernelLayout, MmWatch, ProbeConfig, ThreadState, WaiterState, stat};
+use probe_common::{
+    HolderRelease, KernelLayout, MmWatch, ProbeConfig, ThreadState, WaiterState, stat,
+};
 
 /// Filled by userspace before load (offsets from BTF, filters).
 #[unsafe(no_mangle)]
@@ -48,6 +50,18 @@ pub static MM_WATCH: LruHashMap<u64, MmWatch> = LruHashMap::with_max_entries(409
 /// Tasks waiting on a watched mmap_lock, keyed by tid.
 #[map(name = "WAITERS")]
 pub static WAITERS: LruHashMap<u32, WaiterState> = LruHashMap::with_max_entries(16384, 0);
+
+/// Kernel stacks of reservation holders at release (`--holder-stack` only).
+#[map(name = "STACKS")]
+pub static STACKS: StackTrace = StackTrace::with_max_entries(1024, 0);
+
+/// Reservations a TTM fault is waiting for, keyed by ww_mutex address (`--holder-stack`).
+#[map(name = "CONTENDED")]
+pub static CONTENDED: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
+
+/// Last release of each contended reservation: when, by whom, with which stack.
+#[map(name = "RELEASES")]
+pub static RELEASES: LruHashMap<u64, HolderRelease> = LruHashMap::with_max_entries(4096, 0);
 
 /// Per-CPU counters of things that went wrong (`probe_common::stat`).
 #[map(name = "STATS")]

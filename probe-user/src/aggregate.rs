@@ -88,6 +88,17 @@ pub struct WaiterTotals {
     pub held_overlap_ns: u64,
 }
 
+/// A reservation holder's kernel stack when it released a reservation faults waited for.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HolderStack {
+    pub tgid: u32,
+    pub comm: String,
+    /// Waits this release ended.
+    pub count: u64,
+    /// Innermost first, "function+0xoff [module]".
+    pub frames: Vec<String>,
+}
+
 /// Reservation holders seen at trylock failure.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HolderCount {
@@ -133,6 +144,8 @@ pub struct Aggregate {
     /// Per waiting task (tid).
     pub waiters: BTreeMap<u32, WaiterTotals>,
     holders: HashMap<(u32, String), u64>,
+    /// (holder tgid, holder comm, STACKS id) → waits it ended (`--holder-stack`).
+    pub holder_stacks: HashMap<(u32, String, i32), u64>,
     /// Attempt paths of episodes still open, by tid.
     open: HashMap<u32, Vec<AttemptPath>>,
     /// Per process (tgid), at most MAX_PROCESSES (+ tgid 0 for the rest).
@@ -162,6 +175,7 @@ impl Aggregate {
             drivers: BTreeSet::new(),
             waiters: BTreeMap::new(),
             holders: HashMap::new(),
+            holder_stacks: HashMap::new(),
             open: HashMap::new(),
             processes: BTreeMap::new(),
             contended_first_attempts: BTreeMap::new(),
@@ -243,6 +257,12 @@ impl Aggregate {
             *self
                 .holders
                 .entry((a.holder_tgid, cstr(&a.holder_comm)))
+                .or_default() += 1;
+        }
+        if a.holder_stack_id >= 0 {
+            *self
+                .holder_stacks
+                .entry((a.holder_tgid, cstr(&a.holder_comm), a.holder_stack_id))
                 .or_default() += 1;
         }
         let paths = self.open.entry(a.tid).or_default();
@@ -357,6 +377,9 @@ impl Aggregate {
         for (k, v) in &other.holders {
             *self.holders.entry(k.clone()).or_default() += v;
         }
+        for (k, v) in &other.holder_stacks {
+            *self.holder_stacks.entry(k.clone()).or_default() += v;
+        }
     }
 
     /// Clears counts and histograms but keeps open episodes (interval reset for `live`).
@@ -406,6 +429,8 @@ mod tests {
             holder_comm: [0; 16],
             comm: [0; 16],
             driver: *b"bochs\0\0\0\0\0\0\0\0\0\0\0",
+            holder_stack_id: -1,
+            _pad: 0,
         })
     }
 

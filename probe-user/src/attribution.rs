@@ -224,6 +224,8 @@ mod tests {
             holder_comm: [0; 16],
             comm: [0; 16],
             driver: [0; 16],
+            holder_stack_id: -1,
+            _pad: 0,
         }
     }
 

@@ -7,7 +7,7 @@ use std::os::fd::AsFd;
 use anyhow::{Context, Result, anyhow};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
     programs::{KProbe, RawTracePoint},
 };
 use probe_common::{MmWatch, ProbeConfig, ThreadState, WaiterState, config_flag, names, stat};
@@ -24,6 +24,8 @@ pub struct LoadOptions {
     pub config: ProbeConfig,
     pub ring_buffer_bytes: u32,
     pub maxactive: u32,
+    /// Capture the reservation holder's kernel stack at release (kprobe on ww_mutex_unlock).
+    pub holder_stacks: bool,
 }
 
 /// Attached probes. Dropping it detaches everything (tracefs events included).
@@ -40,6 +42,9 @@ impl Probes {
         let mut config = opts.config;
         if plan.trylock.is_some() {
             config.flags |= config_flag::TRYLOCK_PROBED;
+        }
+        if opts.holder_stacks {
+            config.flags |= config_flag::HOLDER_STACKS;
         }
         let ebpf = EbpfLoader::new()
             .override_global(names::CONFIG, &config, true)
@@ -73,6 +78,9 @@ impl Probes {
             probes.kretprobe("resv_lock_exit", sym, &tracefs, opts.maxactive)?;
         }
         probes.kprobe("mmap_read_unlock", &plan.read_unlock)?;
+        if opts.holder_stacks {
+            probes.kprobe("resv_unlock_enter", "ww_mutex_unlock")?;
+        }
         match &plan.contention {
             ContentionSource::Tracepoints => {
                 probes.raw_tracepoint("lock_contention_begin", "contention_begin")?;
@@ -167,6 +175,20 @@ impl Probes {
             read_faults: sum(stat::READ_FAULTS),
             retprobe_misses: self.retprobes.iter().filter_map(RetProbe::misses).sum(),
         })
+    }
+
+    /// Kernel stack (return addresses, innermost first) recorded under `id` in `STACKS`.
+    pub fn stack(&self, id: i32) -> Result<Vec<u64>> {
+        let map = self
+            .ebpf
+            .map(names::STACKS)
+            .ok_or_else(|| anyhow!("map {} missing", names::STACKS))?;
+        let stacks: StackTraceMap<&MapData> = StackTraceMap::try_from(map)?;
+        let id = u32::try_from(id).context("negative stack id")?;
+        let trace = stacks
+            .get(&id, 0)
+            .with_context(|| format!("stack {id} not in the stack map"))?;
+        Ok(trace.frames().iter().map(|f| f.ip).collect())
     }
 
     /// Entries in the per-thread, waiter and mm-watch maps (state must return to baseline).

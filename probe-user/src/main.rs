@@ -16,6 +16,7 @@ mod recording;
 mod report;
 mod retprobe;
 mod session;
+mod symbolize;
 mod workload;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -142,6 +143,7 @@ fn run(cli: Cli) -> Result<()> {
                 );
                 let lat = outcome.total.merged(Metric::EpisodeLatency);
                 print!("{}", report::log2_histogram(&lat, true));
+                print!("{}", report::holder_stacks(&outcome.holder_stacks));
             }
             Ok(())
         }
@@ -158,13 +160,14 @@ fn run(cli: Cli) -> Result<()> {
             let outcome = runtime()?.block_on(session::run(&trace, stop, None, |_, _| {}))?;
             let mut meta = outcome.meta;
             meta.label = label;
-            let rec = Recording::from_aggregate(
+            let mut rec = Recording::from_aggregate(
                 meta,
                 &outcome.total,
                 outcome.stats,
                 outcome.undecodable,
                 outcome.state_entries_at_end,
             )?;
+            rec.holder_stacks = outcome.holder_stacks.clone();
             rec.write(&output)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rec)?);
@@ -180,6 +183,7 @@ fn run(cli: Cli) -> Result<()> {
                 );
                 let lat = outcome.total.merged(Metric::EpisodeLatency);
                 print!("{}", report::log2_histogram(&lat, true));
+                print!("{}", report::holder_stacks(&outcome.holder_stacks));
             }
             Ok(())
         }

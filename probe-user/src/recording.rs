@@ -13,7 +13,9 @@ use hdrhistogram::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    aggregate::{Aggregate, HIST_HIGH, HIST_LOW, HIST_SIGFIG, HolderCount, Metric, WaiterTotals},
+    aggregate::{
+        Aggregate, HIST_HIGH, HIST_LOW, HIST_SIGFIG, HolderCount, HolderStack, Metric, WaiterTotals,
+    },
     loader::{ProbeStats, StateEntries},
 };
 
@@ -102,6 +104,9 @@ pub struct Recording {
     pub processes: BTreeMap<u32, ProcessEntry>,
     pub histograms: Vec<HistogramEntry>,
     pub holders: Vec<HolderCount>,
+    /// `--holder-stack`: holders' kernel stacks at release.
+    #[serde(default)]
+    pub holder_stacks: Vec<HolderStack>,
     pub waiters: BTreeMap<u32, WaiterTotals>,
     /// Repetitions merged into this recording (`ttmlat bench`); 1 otherwise.
     pub repetitions: u32,
@@ -204,6 +209,7 @@ impl Recording {
                 .collect::<Result<_>>()?,
             histograms,
             holders: agg.holders(),
+            holder_stacks: Vec::new(),
             waiters: agg.waiters.clone(),
             repetitions: 1,
         })

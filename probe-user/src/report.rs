@@ -132,6 +132,28 @@ pub fn render(title: &str, agg: &Aggregate, stats: &ProbeStats, undecodable: u64
     out
 }
 
+/// The holders' stacks at release, most frequent first (top 5).
+pub fn holder_stacks(stacks: &[crate::aggregate::HolderStack]) -> String {
+    let mut out = String::new();
+    for s in stacks.iter().take(5) {
+        let _ = writeln!(
+            out,
+            "  holder {}[{}] released a reservation {} waited for, at:",
+            sanitize(&s.comm),
+            s.tgid,
+            if s.count == 1 {
+                "1 fault".to_string()
+            } else {
+                format!("{} faults", s.count)
+            }
+        );
+        for f in s.frames.iter().take(16) {
+            let _ = writeln!(out, "      {f}");
+        }
+    }
+    out
+}
+
 /// Makes a kernel-provided string (comm) safe for a terminal line.
 pub fn sanitize(s: &str) -> String {
     s.chars()

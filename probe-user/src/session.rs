@@ -11,7 +11,7 @@ use probe_common::ProbeConfig;
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
 use crate::{
-    aggregate::Aggregate,
+    aggregate::{Aggregate, HolderStack},
     events,
     kernel_info::KernelInfo,
     loader::{LoadOptions, ProbeStats, Probes, StateEntries},
@@ -35,10 +35,16 @@ pub struct TraceArgs {
     /// Create this file once the probes are attached (for scripts and tests).
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
+    /// Record the reservation holder's kernel stack when it releases a reservation a TTM
+    /// fault waited for (adds a kprobe on ww_mutex_unlock: one map lookup per call).
+    #[arg(long)]
+    pub holder_stack: bool,
 }
 
 pub struct Outcome {
     pub total: Aggregate,
+    /// Holder stacks, symbolized (`--holder-stack`), most frequent first.
+    pub holder_stacks: Vec<HolderStack>,
     pub stats: ProbeStats,
     pub undecodable: u64,
     pub state_entries_at_end: StateEntries,
@@ -96,6 +102,7 @@ pub async fn run(
             config,
             ring_buffer_bytes: ring_bytes,
             maxactive: args.maxactive.clamp(1, 4096),
+            holder_stacks: args.holder_stack,
         },
     )?;
     let mut meta = Meta {
@@ -180,15 +187,42 @@ pub async fn run(
     total.merge(&current.take_interval());
     let stats = probes.stats()?;
     let state_entries_at_end = probes.state_entries().unwrap_or_default();
+    let holder_stacks = if args.holder_stack {
+        symbolize_stacks(&probes, &total)?
+    } else {
+        Vec::new()
+    };
     meta.end_unix_ns = unix_ns();
     meta.drivers_seen = total.drivers.iter().cloned().collect();
     drop(ring);
     drop(probes);
     Ok(Outcome {
         total,
+        holder_stacks,
         stats,
         undecodable,
         state_entries_at_end,
         meta,
     })
+}
+
+/// Resolves the holder stacks seen in `agg` through the probes' stack map and kallsyms.
+fn symbolize_stacks(probes: &Probes, agg: &Aggregate) -> Result<Vec<HolderStack>> {
+    let kallsyms = std::fs::read_to_string("/proc/kallsyms").context("reading /proc/kallsyms")?;
+    let sym = crate::symbolize::Symbolizer::from_kallsyms(&kallsyms);
+    let mut out: Vec<HolderStack> = agg
+        .holder_stacks
+        .iter()
+        .map(|((tgid, comm, id), count)| HolderStack {
+            tgid: *tgid,
+            comm: comm.clone(),
+            count: *count,
+            frames: match probes.stack(*id) {
+                Ok(ips) => ips.iter().map(|ip| sym.resolve(*ip)).collect(),
+                Err(e) => vec![format!("(stack unavailable: {e})")],
+            },
+        })
+        .collect();
+    out.sort_by(|a, b| b.count.cmp(&a.count).then(a.tgid.cmp(&b.tgid)));
+    Ok(out)
 }

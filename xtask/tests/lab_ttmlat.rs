@@ -175,7 +175,7 @@ fn contention(kernel: &str, ttm: TtmVariant) -> Result<Contention> {
         "{}{}$TTMLAT stress --scenario cross-process --threads 4 --size 16M --rounds 12 --json > $LAB_OUT/stress.json
 {}{}",
         observer::setup_script("ttm-fault-*"),
-        record_start(""),
+        record_start("--holder-stack"),
         RECORD_STOP,
         observer::collect_script("$LAB_OUT"),
     );
