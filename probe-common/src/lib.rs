@@ -350,8 +350,8 @@ pub struct ThreadState {
     pub holder_stack_id: i32,
 }
 
-/// Per-mm watch, keyed by `&mm->mmap_lock`, alive while at least one TTM attempt of that mm is
-/// inside a handler. Waiters on that lock are only followed while a watch exists.
+/// Per-mm watch, keyed by `&mm->mmap_lock`, created by the mm's first TTM attempt and kept
+/// (LRU-bounded). Waiters on that lock are only followed while a watch exists.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MmWatch {
@@ -394,8 +394,9 @@ pub struct WaiterState {
 /// `lock:contention_begin` flag of a read acquisition (LCB_F_READ).
 pub const LCB_F_READ: u32 = 1 << 1;
 /// A finished mmap_lock read wait is linked to a TTM fault whose handler starts within this
-/// long after the wait ended (the fault path between the two takes microseconds).
-pub const PRE_LOCK_WAIT_LINK_NS: u64 = 1_000_000;
+/// long after the wait ended. The path between the two (lock_mm_and_find_vma → handle_mm_fault
+/// → __do_fault) takes microseconds; the margin covers a preempted or emulated CPU.
+pub const PRE_LOCK_WAIT_LINK_NS: u64 = 10_000_000;
 
 /// Collateral stall of a held wait from two snapshots of [`MmWatch::waiters`]: the waiters
 /// present at the start (count `n0`) overlap the whole wait; those that arrived during it

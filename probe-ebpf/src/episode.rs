@@ -175,7 +175,7 @@ pub fn attempt_exit(ret: u32) {
     if st.depth > 0 {
         return;
     }
-    watch::attempt_exit(st.mm_lock, st.watch_base_ns);
+    watch::attempt_exit(st.mm_lock, st.watch_base_ns, now);
     if st.in_wait != 0 {
         // The wait's kretprobe was missed; close it here so the numbers stay bounded.
         st.flags |= attempt_flag::UNBALANCED;
@@ -382,7 +382,7 @@ pub fn thread_exit() {
     if let Some(st) = state(cur.tid) {
         if st.depth != 0 {
             // Exiting inside a handler means its return probe was missed.
-            watch::attempt_exit(st.mm_lock, st.watch_base_ns);
+            watch::attempt_exit(st.mm_lock, st.watch_base_ns, kernel::now());
         }
         if st.between_attempts != 0 || st.depth != 0 {
             emit_abandoned(&cur, st);

@@ -42,8 +42,8 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 #[map(name = "THREADS")]
 pub static THREADS: LruHashMap<u32, ThreadState> = LruHashMap::with_max_entries(16384, 0);
 
-/// Per-mm watch keyed by `&mm->mmap_lock`, alive while a TTM attempt of that mm is in a handler
-/// or a task it stalled is still waiting.
+/// Per-mm watch keyed by `&mm->mmap_lock`, created by the mm's first TTM attempt, kept and
+/// rebased when idle; the LRU bound limits how many mms are followed.
 #[map(name = "MM_WATCH")]
 pub static MM_WATCH: LruHashMap<u64, MmWatch> = LruHashMap::with_max_entries(4096, 0);
 

@@ -1,9 +1,12 @@
 //! Collateral stalls: tasks waiting for an mm's mmap_lock while a TTM fault of that mm sleeps
 //! on a reservation holding it. One state machine, keyed by `&mm->mmap_lock`:
 //!
-//! * a watch exists while at least one TTM attempt of the mm is inside a handler, or a task
-//!   that began waiting meanwhile is still waiting (waiters finish only after the fault
-//!   releases mmap_lock, i.e. after the handler returned);
+//! * a watch is created by the first TTM attempt of an mm and then kept (the LRU map bounds
+//!   them): the mms that take TTM faults are few (compositor, GL/Vulkan clients), and a fault
+//!   that queues for mmap_lock before it reaches the handler must be seen waiting even when no
+//!   other TTM fault of the mm is in progress at that moment. Whenever no attempt and no waiter
+//!   is left, the watch is rebased (new generation, times relative to now), so its packed sums
+//!   never grow with the watch's age;
 //! * waiters add themselves to a packed (count, sum of begin times) word with one atomic add,
 //!   so a holder's single load is always consistent;
 //! * holders in a held reservation wait are counted, and the time with at least one holder is
@@ -66,10 +69,26 @@ pub fn attempt_enter(lock: u64, now: u64) -> u64 {
     }
 }
 
-/// Unregisters a TTM attempt (handler return). The last one out with no waiter left deletes
-/// the watch.
+/// Starts a new generation when the watch is idle (no attempt, no waiter): relative times
+/// restart from `now`.
 #[inline(always)]
-pub fn attempt_exit(lock: u64, base: u64) {
+unsafe fn rebase_if_idle(w: *mut MmWatch, now: u64) {
+    // SAFETY: the caller passes a valid map value pointer.
+    unsafe {
+        if load(&raw const (*w).attempts) == 0
+            && load(&raw const (*w).waiters) >> WAITER_COUNT_SHIFT == 0
+            && load(&raw const (*w).holders) == 0
+        {
+            (*w).waiters = 0;
+            (*w).covered_ns = 0;
+            (*w).base_ns = now;
+        }
+    }
+}
+
+/// Unregisters a TTM attempt (handler return).
+#[inline(always)]
+pub fn attempt_exit(lock: u64, base: u64, now: u64) {
     if lock == 0 {
         return;
     }
@@ -80,11 +99,7 @@ pub fn attempt_exit(lock: u64, base: u64) {
                 return;
             }
             add(&raw mut (*w).attempts, u64::MAX);
-            if load(&raw const (*w).attempts) == 0
-                && load(&raw const (*w).waiters) >> WAITER_COUNT_SHIFT == 0
-            {
-                let _ = MM_WATCH.remove(lock);
-            }
+            rebase_if_idle(w, now);
         }
     }
 }
@@ -226,11 +241,7 @@ pub fn waiter_end(tid: u32, lock: u64, now: u64) -> Option<WaiterEnd> {
                 let packed = (1u64 << WAITER_COUNT_SHIFT)
                     + state.begin_ns.saturating_sub(state.watch_base_ns);
                 add(&raw mut (*w).waiters, packed.wrapping_neg());
-                if load(&raw const (*w).waiters) >> WAITER_COUNT_SHIFT == 0
-                    && load(&raw const (*w).attempts) == 0
-                {
-                    let _ = MM_WATCH.remove(state.mm_lock);
-                }
+                rebase_if_idle(w, now);
             }
         }
     }

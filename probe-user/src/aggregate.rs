@@ -113,6 +113,8 @@ pub struct ProcessTotals {
     pub comm: String,
     pub episodes: u64,
     pub attempts: u64,
+    pub attempt_paths: BTreeMap<AttemptPath, u64>,
+    pub episode_paths: BTreeMap<EpisodePath, u64>,
     pub episode_latency: Histogram<u64>,
 }
 
@@ -122,6 +124,8 @@ impl Default for ProcessTotals {
             comm: String::new(),
             episodes: 0,
             attempts: 0,
+            attempt_paths: BTreeMap::new(),
+            episode_paths: BTreeMap::new(),
             episode_latency: new_histogram(),
         }
     }
@@ -234,7 +238,9 @@ impl Aggregate {
     fn add_attempt(&mut self, a: &AttemptEvent) {
         let path = attempt_path(a);
         *self.attempts.entry(path).or_default() += 1;
-        self.process(a.tgid, &a.comm).attempts += 1;
+        let proc_totals = self.process(a.tgid, &a.comm);
+        proc_totals.attempts += 1;
+        *proc_totals.attempt_paths.entry(path).or_default() += 1;
         let tried = a.vmf_flags & probe_common::fault_flag::TRIED != 0;
         let fault = a.attempt_kind == probe_common::attempt_kind::FAULT;
         if tried {
@@ -280,6 +286,7 @@ impl Aggregate {
         let latency = a.attempt_end_ns.saturating_sub(a.episode_start_ns);
         let proc_totals = self.process(a.tgid, &a.comm);
         proc_totals.episodes += 1;
+        *proc_totals.episode_paths.entry(ep).or_default() += 1;
         proc_totals.episode_latency.saturating_record(latency);
         self.record(Metric::EpisodeLatency, class, latency);
         self.record(
@@ -355,6 +362,12 @@ impl Aggregate {
             let mine = self.process(*tgid, p.comm.as_bytes());
             mine.episodes += p.episodes;
             mine.attempts += p.attempts;
+            for (k, v) in &p.attempt_paths {
+                *mine.attempt_paths.entry(*k).or_default() += v;
+            }
+            for (k, v) in &p.episode_paths {
+                *mine.episode_paths.entry(*k).or_default() += v;
+            }
             let _ = mine.episode_latency.add(&p.episode_latency);
         }
         for (k, v) in &other.contended_first_attempts {

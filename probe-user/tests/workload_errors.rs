@@ -16,12 +16,18 @@ fn ttmlat(args: &[&str]) -> (i32, String) {
 
 #[test]
 fn missing_device_is_named() {
-    for sub in [["stress", "--rounds", "1"].as_slice(), ["workload", "touch"].as_slice()] {
+    for sub in [
+        ["stress", "--rounds", "1"].as_slice(),
+        ["workload", "touch"].as_slice(),
+    ] {
         let mut args = sub.to_vec();
         args.extend(["--device", "/dev/dri/no-such-card"]);
         let (code, err) = ttmlat(&args);
         assert_ne!(code, 0, "{args:?}");
-        assert!(err.contains("/dev/dri/no-such-card does not exist"), "{err}");
+        assert!(
+            err.contains("/dev/dri/no-such-card does not exist"),
+            "{err}"
+        );
     }
 }
 
@@ -36,7 +42,10 @@ fn a_file_that_is_not_a_drm_device_is_refused() {
 fn bad_parameters_are_refused() {
     let (code, err) = ttmlat(&["stress", "--threads", "0"]);
     assert_ne!(code, 0);
-    assert!(err.contains("--threads must be between 1 and 1024"), "{err}");
+    assert!(
+        err.contains("--threads must be between 1 and 1024"),
+        "{err}"
+    );
     let (code, err) = ttmlat(&["workload", "touch", "--size", "12Q"]);
     assert_ne!(code, 0);
     assert!(err.contains("bad size unit"), "{err}");

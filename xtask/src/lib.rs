@@ -5,6 +5,7 @@
 
 pub mod lab;
 pub mod lab_dirs;
+pub mod labtest;
 pub mod manifest;
 pub mod observer;
 pub mod prepare;

@@ -6,62 +6,34 @@
 //!     cargo build --release -p probe-user
 //!     cargo test -p xtask --test lab_ttmlat -- --ignored
 
-use std::{fs, path::PathBuf, time::Duration};
+use std::fs;
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 use xtask::{
-    lab::{self, LabRun, LabSpec, TtmVariant},
-    lab_dirs::repo_root,
+    lab::{LabRun, TtmVariant},
+    labtest,
     observer::{self, Observed},
 };
 
-fn ttmlat() -> Result<PathBuf> {
-    let p = repo_root().join("target/release/ttmlat");
-    ensure!(
-        p.is_file(),
-        "{} is missing: run `cargo build --release -p probe-user` first",
-        p.display()
-    );
-    Ok(p)
-}
-
-/// Starts `ttmlat record` in the background and waits until its probes are attached.
 fn record_start(extra: &str) -> String {
-    format!(
-        r#"$TTMLAT record -o $LAB_OUT/rec.json --ready-file /tmp/ttmlat.ready {extra} > $LAB_OUT/record.txt 2>&1 &
-REC=$!
-for i in $(seq 1 600); do [ -f /tmp/ttmlat.ready ] && break; kill -0 $REC 2>/dev/null || break; sleep 0.1; done
-[ -f /tmp/ttmlat.ready ] || {{ echo "ttmlat did not attach"; cat $LAB_OUT/record.txt; exit 3; }}
-"#
-    )
+    labtest::record_start("rec", extra)
 }
 
-const RECORD_STOP: &str = r#"kill -INT $REC; wait $REC || { echo "ttmlat record failed"; cat $LAB_OUT/record.txt; exit 4; }
-"#;
+fn record_stop() -> String {
+    labtest::record_stop("rec", "INT")
+}
 
 fn run(kernel: &str, ttm: TtmVariant, body: &str) -> Result<LabRun> {
-    let script = format!("set -eu\n{body}");
-    let spec = LabSpec::new(kernel, &script)
-        .ttm(ttm)
-        .env("TTMLAT", ttmlat()?.display().to_string())
-        .timeout(Duration::from_secs(600));
-    let run = lab::run(&spec)?;
-    ensure!(
-        run.rc == 0,
-        "guest script failed with rc {} (run dir {}):\n{}\n{}",
-        run.rc,
-        run.run_dir.display(),
-        run.stdout,
-        run.stderr
-    );
-    Ok(run)
+    labtest::run_script(kernel, ttm, body)
 }
 
 fn json(run: &LabRun, name: &str) -> Result<Value> {
-    let path = run.out_dir.join(name);
-    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(text.trim()).with_context(|| format!("parsing {}", path.display()))
+    labtest::read_json(run, name)
+}
+
+fn u(v: &Value) -> u64 {
+    labtest::num(v)
 }
 
 fn observed(run: &LabRun) -> Result<(Observed, u64)> {
@@ -71,10 +43,6 @@ fn observed(run: &LabRun) -> Result<(Observed, u64)> {
         observer::observe(&observer::parse_trace(&trace)),
         observer::profile_misses(&profile),
     ))
-}
-
-fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or(0)
 }
 
 /// ttmlat's per-process counts for `pid`.
@@ -99,26 +67,41 @@ fn assert_nothing_lost(rec: &Value) -> Result<()> {
 }
 
 /// Issue 2: the number of faults ttmlat reports for a workload equals what tracefs kprobes
-/// saw for that workload's process.
+/// saw for that workload's process. Also: `-c COMM` keeps exactly that command's faults while
+/// other TTM faults happen, and `ttmlat stress` stops cleanly on SIGINT.
 fn fault_count_matches_tracefs(kernel: &str) -> Result<()> {
     let body = format!(
-        "{}{}{}$TTMLAT workload touch --size 3M --json > $LAB_OUT/touch1.json
+        r#"{observer}{record}$TTMLAT record -c ttm-touch -o $LAB_OUT/rec_comm.json --ready-file /tmp/comm.ready > $LAB_OUT/record_comm.txt 2>&1 &
+RECC=$!
+for i in $(seq 1 600); do [ -f /tmp/comm.ready ] && break; sleep 0.1; done
+[ -f /tmp/comm.ready ] || {{ echo "filtered ttmlat did not attach"; exit 3; }}
+$TTMLAT workload touch --size 3M --json > $LAB_OUT/touch1.json
+$TTMLAT stress --scenario first-touch --threads 2 --size 4M --rounds 2 --json > $LAB_OUT/other.json
 $TTMLAT workload touch --size 5M --json > $LAB_OUT/touch2.json
-{}{}",
-        observer::setup_script("ttm-touch"),
-        "",
-        record_start(""),
-        RECORD_STOP,
-        observer::collect_script("$LAB_OUT"),
+kill -INT $RECC; wait $RECC
+{stop}{collect}
+$TTMLAT stress --scenario first-touch --threads 2 --size 4M --duration 120s --json --ready-file /tmp/stress.ready > $LAB_OUT/sigint.json &
+ST=$!
+for i in $(seq 1 600); do [ -f /tmp/stress.ready ] && break; sleep 0.1; done
+sleep 2
+kill -INT $ST
+wait $ST
+"#,
+        observer = observer::setup_script("ttm-touch"),
+        record = record_start(""),
+        stop = record_stop(),
+        collect = observer::collect_script("$LAB_OUT"),
     );
     let run = run(kernel, TtmVariant::Stock, &body)?;
     let rec = json(&run, "rec.json")?;
     assert_nothing_lost(&rec)?;
     let trace = fs::read_to_string(run.out_dir.join("trace.txt"))?;
     let events = observer::parse_trace(&trace);
+    let mut touch_pids = Vec::new();
     for name in ["touch1.json", "touch2.json"] {
         let touch = json(&run, name)?;
         let pid = u(&touch["pid"]);
+        touch_pids.push(pid);
         // The touch workload is single-threaded: its tid is its pid.
         let mine: Vec<_> = events
             .iter()
@@ -145,6 +128,33 @@ $TTMLAT workload touch --size 5M --json > $LAB_OUT/touch2.json
             obs.completed_faults
         );
     }
+    // -c ttm-touch: exactly the touch processes, with the same counts; the unfiltered
+    // recording also saw the other workload.
+    let other = u(&json(&run, "other.json")?["pid"]);
+    ensure!(
+        process(&rec, other).is_ok(),
+        "{kernel}: the unfiltered recording missed the other workload"
+    );
+    let filtered = json(&run, "rec_comm.json")?;
+    let procs = filtered["processes"].as_object().context("processes")?;
+    let mut seen: Vec<u64> = procs.keys().filter_map(|k| k.parse().ok()).collect();
+    seen.sort_unstable();
+    ensure!(
+        seen == touch_pids,
+        "{kernel}: -c ttm-touch recorded processes {seen:?}, expected {touch_pids:?}"
+    );
+    for pid in &touch_pids {
+        ensure!(
+            process(&filtered, *pid)?["attempts"] == process(&rec, *pid)?["attempts"],
+            "{kernel}: filtered and unfiltered counts differ for {pid}"
+        );
+    }
+    // SIGINT: a clean stop with a complete report.
+    let sigint = json(&run, "sigint.json")?;
+    ensure!(
+        sigint["interrupted"] == Value::Bool(true) && u(&sigint["rounds_done"]) >= 1,
+        "{kernel}: stress did not stop cleanly on SIGINT: {sigint}"
+    );
     Ok(())
 }
 
@@ -176,7 +186,7 @@ fn contention(kernel: &str, ttm: TtmVariant) -> Result<Contention> {
 {}{}",
         observer::setup_script("ttm-fault-*"),
         record_start("--holder-stack"),
-        RECORD_STOP,
+        record_stop(),
         observer::collect_script("$LAB_OUT"),
     );
     let run = run(kernel, ttm, &body)?;
@@ -249,8 +259,16 @@ fn common_checks(label: &str, c: &Contention) -> Result<()> {
     Ok(())
 }
 
-fn attempts(rec: &Value, path: &str) -> u64 {
-    u(&rec["counts"]["attempts"][path])
+/// Attempts of the stress process (the observer watches its fault threads only) by path.
+fn attempts(c: &Contention, path: &str) -> u64 {
+    let pid = c.stress["pid"].to_string();
+    u(&c.rec["processes"][pid]["attempt_paths"][path])
+}
+
+/// Episodes of the stress process by path.
+fn episodes(c: &Contention, path: &str) -> u64 {
+    let pid = c.stress["pid"].to_string();
+    u(&c.rec["processes"][pid]["episode_paths"][path])
 }
 
 fn stock_checks(label: &str, c: &Contention) -> Result<()> {
@@ -281,9 +299,9 @@ fn stock_checks(label: &str, c: &Contention) -> Result<()> {
     }
     // ttmlat agrees attempt by attempt class.
     ensure!(
-        attempts(&c.rec, "retry-dropped") == retries.len() as u64,
+        attempts(c, "retry-dropped") == retries.len() as u64,
         "{label}: ttmlat retry-dropped {} vs observer RETRY {}",
-        attempts(&c.rec, "retry-dropped"),
+        attempts(c, "retry-dropped"),
         retries.len()
     );
     let held = o
@@ -292,9 +310,9 @@ fn stock_checks(label: &str, c: &Contention) -> Result<()> {
         .filter(|r| r.waited && !r.dropped_before_wait)
         .count() as u64;
     ensure!(
-        attempts(&c.rec, "held-wait") + attempts(&c.rec, "interrupted") == held,
+        attempts(c, "held-wait") + attempts(c, "interrupted") == held,
         "{label}: ttmlat held waits {} vs observer {held}",
-        attempts(&c.rec, "held-wait")
+        attempts(c, "held-wait")
     );
     ensure!(
         u(&c.rec["counts"]["held_waits_untried"]) == 0,
@@ -346,18 +364,18 @@ fn blocking_6_1_waits_with_mmap_lock_held() -> Result<()> {
         "{label}: a contended attempt dropped mmap_lock"
     );
     for path in ["retry-dropped", "retry-nowait"] {
-        ensure!(attempts(&c.rec, path) == 0, "{label}: ttmlat saw {path}");
+        ensure!(attempts(&c, path) == 0, "{label}: ttmlat saw {path}");
     }
     for path in ["retry", "retry-then-held"] {
         ensure!(
-            u(&c.rec["counts"]["episodes"][path]) == 0,
+            episodes(&c, path) == 0,
             "{label}: ttmlat saw a {path} episode"
         );
     }
     ensure!(
-        attempts(&c.rec, "held-wait") + attempts(&c.rec, "interrupted") == held && held > 0,
+        attempts(&c, "held-wait") + attempts(&c, "interrupted") == held && held > 0,
         "{label}: ttmlat held waits {} vs observer {held}",
-        attempts(&c.rec, "held-wait")
+        attempts(&c, "held-wait")
     );
     // Collateral stall of the victim thread: non-zero, and no more than the victim's own
     // measured mmap/munmap time.

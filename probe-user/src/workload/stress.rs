@@ -74,6 +74,9 @@ pub struct StressArgs {
     /// JSON report instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Create this file once the signal handlers are installed and the device is open.
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
 }
 
 #[derive(Serialize, Debug, Clone, PartialEq)]
@@ -153,6 +156,10 @@ pub fn run(args: &StressArgs) -> Result<()> {
         Scenario::CrossProcess | Scenario::Procmem => Some(Holder::spawn(&dev)?),
     };
     let victim = (!args.no_victim).then(|| Victim::start(args.victim_interval));
+    if let Some(ready) = &args.ready_file {
+        std::fs::write(ready, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing {}", ready.display()))?;
+    }
     let (minflt0, majflt0) = super::rusage();
     let start = Instant::now();
     let mut first_touch = new_histogram();
