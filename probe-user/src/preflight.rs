@@ -1,37 +1,80 @@
-//! Requirements for tracing, each checked with a message that says what to do.
+//! The gate before `live` and `record`: the checks of `ttmlat check` at
+//! [`check::Depth::Preflight`] — including the real probes (a kprobe-type BPF program load, a
+//! kprobe registration, opening tracefs `kprobe_events`), which are the operations the loader
+//! would otherwise fail on with a bare errno, but not the parsing of /proc/kallsyms and BTF
+//! that the session does next anyway. A machine that cannot trace gets the failing requirement
+//! lines.
 
 use anyhow::{Result, bail};
 
-use crate::kernel_info::KernelInfo;
+use crate::{
+    check::{self, Check, Report},
+    kernel_info::KernelInfo,
+};
 
-/// Fails with a clear message when this machine cannot run ttmlat's probes.
+/// Fails, naming each unmet requirement, when this machine cannot run ttmlat's probes.
 pub fn require_tracing(kernel: &KernelInfo) -> Result<()> {
-    if !nix::unistd::geteuid().is_root() && !has_bpf_caps() {
-        bail!("ttmlat needs root or CAP_BPF+CAP_PERFMON to load kernel probes (run it with sudo)");
+    let report = check::run_checks_for(kernel, check::DEFAULT_MAXACTIVE, check::Depth::Preflight);
+    match failure_message(&report) {
+        None => Ok(()),
+        Some(msg) => bail!("{msg}"),
     }
-    if kernel.lockdown.as_deref() == Some("confidentiality") {
-        bail!(
-            "kernel lockdown is in confidentiality mode: the kernel refuses BPF tracing and \
-             kprobes (see /sys/kernel/security/lockdown); ttmlat cannot run on this boot"
-        );
-    }
-    if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
-        bail!(
-            "no /sys/kernel/btf/vmlinux: this kernel was built without CONFIG_DEBUG_INFO_BTF, \
-             which ttmlat needs to find struct layouts"
-        );
-    }
-    Ok(())
 }
 
-/// CAP_BPF (39) and CAP_PERFMON (38) in the effective set.
-fn has_bpf_caps() -> bool {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-        return false;
-    };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .is_some_and(|eff| eff & (1 << 39) != 0 && eff & (1 << 38) != 0)
+/// The error text for a report with failures: one requirement line each.
+pub fn failure_message(report: &Report) -> Option<String> {
+    let lines: Vec<String> = report.failures().map(Check::line).collect();
+    if lines.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "this machine cannot run ttmlat's probes (`ttmlat check` shows every requirement):\n{}",
+        lines.join("\n")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::State;
+
+    fn check(id: &'static str, name: &'static str, state: State, hint: Option<&str>) -> Check {
+        Check {
+            id,
+            name,
+            state,
+            detail: "d".into(),
+            hint: hint.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn message_lists_only_the_failing_lines() {
+        let mut report = Report {
+            kernel: "6.1".into(),
+            can_run: false,
+            failing: vec!["lockdown", "kprobes"],
+            checks: vec![
+                check("privileges", "privileges", State::Ok, None),
+                check(
+                    "lockdown",
+                    "kernel lockdown",
+                    State::Fail,
+                    Some("boot without it"),
+                ),
+                check("ttm_btf", "ttm BTF", State::Info, None),
+                check("kprobes", "kprobes", State::Fail, None),
+            ],
+            plan: None,
+        };
+        assert_eq!(
+            failure_message(&report).as_deref(),
+            Some(
+                "this machine cannot run ttmlat's probes (`ttmlat check` shows every \
+                 requirement):\n[FAIL] kernel lockdown: d — boot without it\n[FAIL] kprobes: d"
+            )
+        );
+        report.checks.retain(|c| c.state != State::Fail);
+        assert_eq!(failure_message(&report), None);
+    }
 }

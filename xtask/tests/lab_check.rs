@@ -1,0 +1,238 @@
+//! `ttmlat check` on machines that can trace — Debian's own 6.1 and 6.12 kernels in the QEMU
+//! lab, with bochs → drm_vram_helper → ttm loaded — and on one that cannot because TTM is not
+//! loaded (the same 6.12 guest after unloading the driver stack). The failing case with
+//! lockdown/kprobes is the development host itself (probe-user/tests/check_host.rs).
+//!
+//!     cargo build --release -p probe-user
+//!     cargo test -p xtask --test lab_check -- --ignored
+
+use std::{fs, path::PathBuf, time::Duration};
+
+use anyhow::{Context, Result, ensure};
+use serde_json::Value;
+use xtask::{
+    lab::{self, LabRun, LabSpec, TtmVariant},
+    lab_dirs::repo_root,
+};
+
+fn ttmlat() -> Result<PathBuf> {
+    let p = repo_root().join("target/release/ttmlat");
+    ensure!(
+        p.is_file(),
+        "{} is missing: run `cargo build --release -p probe-user` first",
+        p.display()
+    );
+    Ok(p)
+}
+
+/// Runs `body` in the guest; the script itself must succeed (it records ttmlat's exit codes
+/// in files rather than failing on them).
+fn run(kernel: &str, ttm: TtmVariant, body: &str) -> Result<LabRun> {
+    let script = format!("set -u\n{body}");
+    let spec = LabSpec::new(kernel, &script)
+        .ttm(ttm)
+        .env("TTMLAT", ttmlat()?.display().to_string())
+        .timeout(Duration::from_secs(300));
+    let run = lab::run(&spec)?;
+    ensure!(
+        run.rc == 0,
+        "guest script failed with rc {} (run dir {}):\n{}\n{}",
+        run.rc,
+        run.run_dir.display(),
+        run.stdout,
+        run.stderr
+    );
+    Ok(run)
+}
+
+fn out(run: &LabRun, name: &str) -> Result<String> {
+    let path = run.out_dir.join(name);
+    fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn rc(run: &LabRun, name: &str) -> Result<i32> {
+    let text = out(run, name)?;
+    text.trim()
+        .parse()
+        .with_context(|| format!("{name}: not an exit status: {text:?}"))
+}
+
+/// The line of requirement `name`.
+fn line<'a>(text: &'a str, name: &str) -> Result<&'a str> {
+    text.lines()
+        .find(|l| {
+            l.get(7..)
+                .is_some_and(|r| r.starts_with(&format!("{name}: ")))
+        })
+        .with_context(|| format!("no {name:?} line in:\n{text}"))
+}
+
+const CHECK: &str = r#"$TTMLAT check > $LAB_OUT/check.txt 2> $LAB_OUT/check.err
+echo $? > $LAB_OUT/check.rc
+$TTMLAT check --json > $LAB_OUT/check.json 2>> $LAB_OUT/check.err
+echo $? > $LAB_OUT/json.rc
+"#;
+
+/// Everything ok on a guest with TTM loaded; returns the text report.
+fn assert_passes(run: &LabRun) -> Result<String> {
+    let text = out(run, "check.txt")?;
+    eprintln!("{} ({}):\n{text}", run.kernel.alias, run.ttm);
+    ensure!(rc(run, "check.rc")? == 0, "check exited non-zero:\n{text}");
+    ensure!(rc(run, "json.rc")? == 0, "check --json exited non-zero");
+    ensure!(
+        !text.contains("[FAIL]"),
+        "a requirement fails in the lab:\n{text}"
+    );
+    ensure!(
+        text.trim_end().ends_with("ttmlat can run here"),
+        "no verdict:\n{text}"
+    );
+    for name in [
+        "privileges",
+        "kernel lockdown",
+        "BPF syscall",
+        "BPF kernel reads",
+        "kprobes",
+        "tracefs kprobe_events",
+        "vmlinux BTF",
+        "TTM loaded",
+        "TTM fault handlers",
+        "tracepoints",
+        "attach strategy",
+    ] {
+        let l = line(&text, name)?;
+        ensure!(l.starts_with("[ ok ] "), "{l}");
+    }
+    let handlers = line(&text, "TTM fault handlers")?;
+    ensure!(
+        handlers.contains("ttm_bo_vm_fault [ttm]")
+            && handlers.contains("reserve ttm_bo_vm_reserve"),
+        "{handlers}"
+    );
+    let tps = line(&text, "tracepoints")?;
+    ensure!(
+        tps.contains("lock:contention_begin")
+            && tps.contains("lock:contention_end")
+            && tps.contains("sched:sched_process_exit")
+            && !tps.contains("missing"),
+        "{tps}"
+    );
+    let strategy = line(&text, "attach strategy")?;
+    ensure!(
+        strategy.contains("contention: raw tracepoints lock:contention_begin/end"),
+        "{strategy}"
+    );
+    ensure!(line(&text, "kernel lockdown")?.starts_with("[ ok ] kernel lockdown: none"));
+    ensure!(line(&text, "KMS device")?.contains("card0 (bochs-drm)"));
+
+    let json: Value = serde_json::from_str(&out(run, "check.json")?).context("check --json")?;
+    ensure!(json["can_run"] == true, "{json}");
+    ensure!(json["failing"] == serde_json::json!([]), "{json}");
+    ensure!(
+        json["plan"]["contention"] == "Tracepoints",
+        "{}",
+        json["plan"]
+    );
+    ensure!(
+        json["plan"]["fault_handlers"][0] == serde_json::json!(["ttm_bo_vm_fault", "ttm"]),
+        "{}",
+        json["plan"]
+    );
+    ensure!(
+        out(run, "check.err")?.is_empty(),
+        "stderr: {}",
+        out(run, "check.err")?
+    );
+    Ok(text)
+}
+
+#[test]
+#[ignore = "boots QEMU; needs root, ./scripts/setup.sh and target/release/ttmlat"]
+fn check_passes_on_debian_6_1() -> Result<()> {
+    let run = run("6.1", TtmVariant::Stock, CHECK)?;
+    let text = assert_passes(&run)?;
+    // Debian's ttm.ko has BTF; not needed, but reported.
+    ensure!(line(&text, "ttm BTF")?.starts_with("[info] ttm BTF: /sys/kernel/btf/ttm present"));
+    Ok(())
+}
+
+#[test]
+#[ignore = "boots QEMU; needs root, ./scripts/setup.sh and target/release/ttmlat"]
+fn check_passes_on_debian_6_12() -> Result<()> {
+    assert_passes(&run("6.12", TtmVariant::Stock, CHECK)?)?;
+    Ok(())
+}
+
+/// The self-built blocking ttm.ko has no BTF: that is information, not a failure.
+#[test]
+#[ignore = "boots QEMU; needs root, ./scripts/setup.sh and the blocking ttm.ko"]
+fn check_passes_with_a_ttm_without_btf() -> Result<()> {
+    let run = run("6.1", TtmVariant::Blocking, CHECK)?;
+    let text = assert_passes(&run)?;
+    ensure!(
+        line(&text, "ttm BTF")?.starts_with("[info] ttm BTF: absent — not needed"),
+        "{text}"
+    );
+    ensure!(
+        line(&text, "TTM loaded")?.contains("version blocking-reserve"),
+        "{text}"
+    );
+    Ok(())
+}
+
+/// With the driver stack unloaded (bochs → drm_vram_helper → drm_ttm_helper → ttm), check
+/// names TTM as the failing requirement and exits non-zero, and `record` refuses with the
+/// same line and writes nothing.
+#[test]
+#[ignore = "boots QEMU; needs root, ./scripts/setup.sh and target/release/ttmlat"]
+fn check_fails_on_6_12_without_ttm() -> Result<()> {
+    let body = format!(
+        r#"rmmod bochs drm_vram_helper drm_ttm_helper ttm || {{ echo "rmmod failed"; lsmod; exit 2; }}
+[ ! -e /sys/module/ttm ] || {{ echo "ttm still loaded"; exit 2; }}
+{CHECK}$TTMLAT record -d 1s -o $LAB_OUT/rec.json > $LAB_OUT/record.out 2> $LAB_OUT/record.err
+echo $? > $LAB_OUT/record.rc
+"#
+    );
+    let run = run("6.12", TtmVariant::Stock, &body)?;
+    let text = out(&run, "check.txt")?;
+    eprintln!("{text}");
+    ensure!(rc(&run, "check.rc")? == 1, "check must exit 1:\n{text}");
+    ensure!(rc(&run, "json.rc")? == 1, "check --json must exit 1");
+    let ttm = line(&text, "TTM loaded")?;
+    ensure!(
+        ttm.starts_with("[FAIL] TTM loaded: no ttm module (/sys/module/ttm) — load the GPU driver"),
+        "{ttm}"
+    );
+    ensure!(line(&text, "TTM fault handlers")?.starts_with("[FAIL] TTM fault handlers: none"));
+    // Everything else still holds: only TTM is missing.
+    ensure!(
+        text.lines().filter(|l| l.starts_with("[FAIL]")).count() == 2,
+        "{text}"
+    );
+    ensure!(
+        text.trim_end().ends_with(
+            "ttmlat cannot run here: 2 requirements not met (TTM loaded, TTM fault handlers)"
+        ),
+        "{text}"
+    );
+    let json: Value = serde_json::from_str(&out(&run, "check.json")?)?;
+    ensure!(
+        json["failing"] == serde_json::json!(["ttm_loaded", "fault_handlers"]),
+        "{json}"
+    );
+    ensure!(json["can_run"] == false);
+
+    let err = out(&run, "record.err")?;
+    eprintln!("record: {err}");
+    ensure!(rc(&run, "record.rc")? == 1, "record must fail:\n{err}");
+    ensure!(
+        err.contains(&format!("\n{ttm}\n")),
+        "record did not name TTM:\n{err}"
+    );
+    ensure!(!err.contains("os error"), "a raw errno:\n{err}");
+    ensure!(
+        !run.out_dir.join("rec.json").exists(),
+        "record wrote a recording"
+    );
+    Ok(())
+}
