@@ -9,7 +9,7 @@
 #               only when something cannot be found)
 #
 # Steps:
-#   1. apt packages: qemu-system-x86 busybox-static kmod cpio xz-utils zstd
+#   1. apt packages: qemu-system-x86 busybox-static kmod cpio xz-utils zstd prometheus curl
 #   2. rust nightly + rust-src (for building the eBPF crate)
 #   3. bpf-linker, built against the nightly's own LLVM, in target/tools/bin
 #   4. `cargo xtask prepare-lab`: resolve, download and unpack the "6.1" and
@@ -38,7 +38,8 @@ export DEBIAN_FRONTEND=noninteractive
 command -v rustup >/dev/null || die "rustup not found; install rustup (stable + nightly) first"
 
 # 1. apt packages ----------------------------------------------------------
-APT_PACKAGES=(qemu-system-x86 busybox-static kmod cpio xz-utils zstd)
+# prometheus + curl: the lab's Prometheus scrape test (promtool, a real server).
+APT_PACKAGES=(qemu-system-x86 busybox-static kmod cpio xz-utils zstd prometheus curl)
 installed() { [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]; }
 missing=()
 for p in "${APT_PACKAGES[@]}"; do installed "$p" || missing+=("$p"); done

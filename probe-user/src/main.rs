@@ -6,6 +6,9 @@
 
 mod aggregate;
 mod attribution;
+mod bench;
+mod check;
+mod compare;
 mod discovery;
 mod events;
 mod kernel_info;
@@ -15,6 +18,7 @@ mod preflight;
 mod recording;
 mod report;
 mod retprobe;
+mod serve;
 mod session;
 mod symbolize;
 mod workload;
@@ -76,14 +80,42 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compare recordings (the first is the baseline): medians with 95% CIs, tails,
+    /// Mann-Whitney U p-values, episodes by path; --json, --plot FILE.svg.
+    Compare(compare::CompareArgs),
+    /// Attach the probes once, run `ttmlat stress` N times (arguments after `--`), and write
+    /// one recording with every repetition merged and each one's own summary.
+    Bench(bench::BenchArgs),
+    /// Merge recordings of the same kernel and TTM module (e.g. bench runs of several boots).
+    Merge(bench::MergeArgs),
     /// Drive reservation contention on a KMS device (first-touch, cross-process, procmem).
     Stress(workload::stress::StressArgs),
     /// Built-in workloads that make real TTM faults.
     #[command(subcommand)]
     Workload(WorkloadCmd),
+    /// Check every requirement of tracing on this machine, one line each; exit status 0 only
+    /// when ttmlat can run here.
+    Check {
+        /// Print the checks as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Trace continuously and expose Prometheus metrics on /metrics (per-path histograms in
+    /// seconds, classic and native; fault, retry, held-wait and lost-event counters).
+    Serve(serve::ServeArgs),
     /// Internal: the helper process of `ttmlat stress`.
     #[command(hide = true)]
     StressHelper,
+    /// Internal: print a shell completion script (used by `cargo xtask dist`).
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
+    /// Internal: print the man page (roff), or with --dir write ttmlat.1 and one
+    /// ttmlat-SUBCOMMAND.1 per subcommand there (used by `cargo xtask dist`).
+    #[command(hide = true)]
+    Man {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -196,10 +228,55 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Compare(args) => compare::run(&args),
         Command::Workload(WorkloadCmd::Touch(args)) => workload::touch::run(&args),
         Command::Stress(args) => workload::stress::run(&args),
+        Command::Bench(args) => bench::run(&args),
+        Command::Merge(args) => bench::merge_cmd(&args),
         Command::StressHelper => workload::stress::helper_main(),
+        Command::Serve(args) => serve::run(&args),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "ttmlat", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { dir } => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match dir {
+                Some(dir) => man_pages(cmd, &dir),
+                None => clap_mangen::Man::new(cmd)
+                    .render(&mut std::io::stdout())
+                    .context("writing the man page"),
+            }
+        }
+        Command::Check { json } => {
+            if !check::run(json)? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
+}
+
+/// ttmlat.1 plus ttmlat-SUB.1 for every visible subcommand, into `dir`.
+fn man_pages(cmd: clap::Command, dir: &std::path::Path) -> Result<()> {
+    let write = |name: &str, page: clap::Command| -> Result<()> {
+        let path = dir.join(format!("{name}.1"));
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(page).render(&mut buf)?;
+        std::fs::write(&path, buf).with_context(|| format!("writing {}", path.display()))
+    };
+    let cmd = cmd.display_name("ttmlat");
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("ttmlat-{}", sub.get_name());
+        write(
+            &name,
+            sub.clone()
+                .display_name(name.clone())
+                .bin_name(format!("ttmlat {}", sub.get_name())),
+        )?;
+    }
+    write("ttmlat", cmd)
 }
 
 fn check_writable(output: &std::path::Path) -> Result<()> {

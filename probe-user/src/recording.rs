@@ -85,6 +85,11 @@ pub struct ProcessEntry {
     pub comm: String,
     pub episodes: u64,
     pub attempts: u64,
+    /// Attempts and episodes of this process by path.
+    #[serde(default)]
+    pub attempt_paths: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub episode_paths: BTreeMap<String, u64>,
     pub episode_latency: HistogramEntry,
 }
 
@@ -110,6 +115,9 @@ pub struct Recording {
     pub waiters: BTreeMap<u32, WaiterTotals>,
     /// Repetitions merged into this recording (`ttmlat bench`); 1 otherwise.
     pub repetitions: u32,
+    /// `ttmlat bench`: the stress arguments and each repetition's own summary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bench: Option<crate::bench::BenchInfo>,
 }
 
 pub fn encode_histogram(h: &Histogram<u64>) -> Result<String> {
@@ -130,7 +138,8 @@ pub fn decode_histogram(s: &str) -> Result<Histogram<u64>> {
     Ok(h)
 }
 
-fn entry(metric: Metric, class: &str, h: &Histogram<u64>) -> Result<HistogramEntry> {
+/// The stored form of one histogram (percentiles and the encoding).
+pub fn entry(metric: Metric, class: &str, h: &Histogram<u64>) -> Result<HistogramEntry> {
     Ok(HistogramEntry {
         metric: metric.name().to_string(),
         class: class.to_string(),
@@ -198,6 +207,16 @@ impl Recording {
                             comm: p.comm.clone(),
                             episodes: p.episodes,
                             attempts: p.attempts,
+                            attempt_paths: p
+                                .attempt_paths
+                                .iter()
+                                .map(|(k, v)| (k.name().to_string(), *v))
+                                .collect(),
+                            episode_paths: p
+                                .episode_paths
+                                .iter()
+                                .map(|(k, v)| (k.name().to_string(), *v))
+                                .collect(),
                             episode_latency: entry(
                                 Metric::EpisodeLatency,
                                 "all",
@@ -212,6 +231,7 @@ impl Recording {
             holder_stacks: Vec::new(),
             waiters: agg.waiters.clone(),
             repetitions: 1,
+            bench: None,
         })
     }
 

@@ -12,7 +12,7 @@ use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
 use crate::{
     aggregate::{Aggregate, HolderStack},
-    events,
+    events::{self, Record},
     kernel_info::KernelInfo,
     loader::{LoadOptions, ProbeStats, Probes, StateEntries},
     recording::Meta,
@@ -63,12 +63,35 @@ fn unix_ns() -> u128 {
         .unwrap_or(0)
 }
 
+/// Sees every ring-buffer record as it is read, before it is aggregated (`serve`).
+pub trait RecordSink {
+    fn record(&mut self, rec: &Record);
+    /// A record that could not be decoded.
+    fn undecodable(&mut self) {}
+}
+
+/// No per-record sink.
+impl RecordSink for () {
+    fn record(&mut self, _: &Record) {}
+}
+
 /// Runs a session. `on_interval` is called every `interval` with that interval's aggregate.
 pub async fn run(
     args: &TraceArgs,
     stop: Stop,
     interval: Option<Duration>,
+    on_interval: impl FnMut(&Aggregate, &ProbeStats),
+) -> Result<Outcome> {
+    run_with_sink(args, stop, interval, on_interval, &mut ()).await
+}
+
+/// [`run`], also handing every decoded record to `sink` as it arrives.
+pub async fn run_with_sink(
+    args: &TraceArgs,
+    stop: Stop,
+    interval: Option<Duration>,
     mut on_interval: impl FnMut(&Aggregate, &ProbeStats),
+    sink: &mut impl RecordSink,
 ) -> Result<Outcome> {
     let kernel = KernelInfo::read();
     crate::preflight::require_tracing(&kernel)?;
@@ -157,8 +180,14 @@ pub async fn run(
                 let rb = guard.get_inner_mut();
                 while let Some(item) = rb.next() {
                     match events::decode(&item) {
-                        Ok(rec) => current.add(&rec),
-                        Err(_) => undecodable += 1,
+                        Ok(rec) => {
+                            sink.record(&rec);
+                            current.add(&rec);
+                        }
+                        Err(_) => {
+                            sink.undecodable();
+                            undecodable += 1;
+                        }
                     }
                 }
                 guard.clear_ready();
@@ -179,8 +208,14 @@ pub async fn run(
         let rb = ring.get_mut();
         while let Some(item) = rb.next() {
             match events::decode(&item) {
-                Ok(rec) => current.add(&rec),
-                Err(_) => undecodable += 1,
+                Ok(rec) => {
+                    sink.record(&rec);
+                    current.add(&rec);
+                }
+                Err(_) => {
+                    sink.undecodable();
+                    undecodable += 1;
+                }
             }
         }
     }

@@ -27,8 +27,14 @@ enum Command {
     Lab(commands::lab::LabArgs),
     /// Run ttmlat in the lab against the built-in contention workload (the main job).
     Demo(commands::demo::DemoArgs),
+    /// The same `ttmlat bench` on stock 6.1, blocking 6.1 and stock 6.12 (interleaved boots),
+    /// merged and compared into target/ab/compare.{txt,json,svg}.
+    Ab(commands::ab::AbArgs),
     /// Everything CI runs: fmt, clippy, unit tests, release build, lab tests.
     Test(commands::test::TestArgs),
+    /// Release bundle in target/dist/: binary, shell completions, man pages, systemd unit,
+    /// Grafana dashboard.
+    Dist(commands::dist::DistArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,5 +45,7 @@ fn main() -> ExitCode {
         Command::Lab(args) => commands::lab::lab(&args),
         Command::Demo(args) => commands::demo::demo(&args),
         Command::Test(args) => commands::test::test(&args),
+        Command::Dist(args) => commands::dist::run(&args),
+        Command::Ab(args) => commands::ab::ab(&args),
     }
 }

@@ -1,6 +1,8 @@
 //! One module per `cargo xtask` subcommand.
 
+pub mod ab;
 pub mod demo;
+pub mod dist;
 pub mod lab;
 pub mod setup;
 pub mod test;

@@ -1,0 +1,373 @@
+//! The Prometheus metrics of `ttmlat serve`, fed record by record.
+//!
+//! Names follow the Prometheus conventions: `ttmlat_` prefix, base units (`_seconds`),
+//! `_total` on counters (added by prometheus-client), HELP and TYPE on every family. Label
+//! sets are bounded: `path` (a fixed enum), `driver` (kernel module names of the probed
+//! fault handlers), `reason` (fixed), and `comm` only with `--by-comm`, capped at
+//! `--max-comms` distinct values (the rest are `comm="other"`).
+
+use std::collections::{HashMap, HashSet};
+
+use probe_common::{AttemptEvent, attempt_flag};
+use prometheus_client::{
+    encoding::{prometheus_protobuf, prometheus_text},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        histogram::{Histogram, NativeHistogramConfig},
+    },
+    registry::Registry,
+};
+
+use crate::{
+    attribution::{AttemptPath, EpisodePath, attempt_path, episode_path},
+    events::{Record, cstr},
+    loader::ProbeStats,
+};
+
+/// Content type of the Prometheus protobuf exposition (native histograms need it).
+pub const PROTOBUF_CONTENT_TYPE: &str =
+    "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
+/// Content type of the Prometheus text exposition 0.0.4.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Native histogram bucket growth factor: prometheus-client picks schema 3, i.e. buckets
+/// grow by 2^(1/8) ≈ 1.0905 (a quantile estimate is within 9.05% of the true value).
+pub const NATIVE_BUCKET_FACTOR: f64 = 1.1;
+/// Best-effort cap on native buckets per series (client_golang's customary 160): past it
+/// the client halves the resolution instead of growing without bound.
+pub const NATIVE_MAX_BUCKETS: usize = 160;
+
+/// Label value for a comm beyond the `--max-comms` cap.
+pub const OTHER_COMM: &str = "other";
+/// Label value when the driver module of a fault handler is not known.
+pub const UNKNOWN_DRIVER: &str = "unknown";
+
+type Labels = Vec<(&'static str, String)>;
+type HistFamily = Family<Labels, Histogram, fn() -> Histogram>;
+
+/// Classic bucket bounds in seconds: 1 µs · 2^k up to ~33.6 s (26 bounds plus +Inf), the
+/// resolution of bcc's log2 histograms. For Prometheus servers without native histograms.
+pub fn classic_buckets() -> impl Iterator<Item = f64> {
+    (0..26).map(|k| 1e-6 * f64::from(1u32 << k))
+}
+
+fn new_histogram() -> Histogram {
+    Histogram::new_classic_and_native(
+        classic_buckets(),
+        NativeHistogramConfig::new(NATIVE_BUCKET_FACTOR).max_buckets(NATIVE_MAX_BUCKETS),
+    )
+}
+
+/// Everything a scrape reads. Shared (`Arc`) between the record sink and the HTTP server;
+/// the families lock internally.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    episode_duration: HistFamily,
+    wait_held: HistFamily,
+    wait_dropped: HistFamily,
+    collateral_stall: HistFamily,
+    pre_lock_wait: HistFamily,
+    waiter_stall: HistFamily,
+    episodes: Family<Labels, Counter>,
+    attempts: Family<Labels, Counter>,
+    retries: Counter,
+    held_waits: Counter,
+    lost: Family<Labels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let hist = || HistFamily::new_with_constructor(new_histogram as fn() -> Histogram);
+        let m = Self {
+            registry: Registry::default(),
+            episode_duration: hist(),
+            wait_held: hist(),
+            wait_dropped: hist(),
+            collateral_stall: hist(),
+            pre_lock_wait: hist(),
+            waiter_stall: hist(),
+            episodes: Family::default(),
+            attempts: Family::default(),
+            retries: Counter::default(),
+            held_waits: Counter::default(),
+            lost: Family::default(),
+        };
+        registry.register(
+            "ttmlat_fault_episode_duration_seconds",
+            "TTM GPU-buffer page faults from first handler entry to the attempt that does \
+             not return VM_FAULT_RETRY (retries included), by episode path and driver",
+            m.episode_duration.clone(),
+        );
+        registry.register(
+            "ttmlat_reservation_wait_held_seconds",
+            "Reservation (dma_resv) wait of one fault with mmap_lock held, by episode path \
+             and driver (faults that waited held)",
+            m.wait_held.clone(),
+        );
+        registry.register(
+            "ttmlat_reservation_wait_dropped_seconds",
+            "Reservation (dma_resv) wait of one fault after mmap_lock was dropped, by \
+             episode path and driver (faults that waited dropped)",
+            m.wait_dropped.clone(),
+        );
+        registry.register(
+            "ttmlat_collateral_stall_seconds",
+            "Time other tasks waited for this mm's mmap_lock while one fault slept on a \
+             reservation holding it, per fault that stalled someone; rate(_sum) is stalled \
+             seconds per second",
+            m.collateral_stall.clone(),
+        );
+        registry.register(
+            "ttmlat_fault_pre_lock_wait_seconds",
+            "The faulting thread's own mmap_lock wait right before its first TTM handler \
+             entry (faults that queued for it)",
+            m.pre_lock_wait.clone(),
+        );
+        registry.register(
+            "ttmlat_mmap_lock_waiter_stall_seconds",
+            "Per task wait for mmap_lock: the part covered by TTM faults' held reservation \
+             waits",
+            m.waiter_stall.clone(),
+        );
+        registry.register(
+            "ttmlat_fault_episodes",
+            "Completed TTM fault episodes by episode path and driver",
+            m.episodes.clone(),
+        );
+        registry.register(
+            "ttmlat_fault_attempts",
+            "TTM fault handler (and ttm_bo_vm_access) calls by attempt path",
+            m.attempts.clone(),
+        );
+        registry.register(
+            "ttmlat_fault_retries",
+            "Retried attempts of completed fault episodes (attempts - 1)",
+            m.retries.clone(),
+        );
+        registry.register(
+            "ttmlat_held_waits",
+            "Attempts that waited for a reservation with mmap_lock held",
+            m.held_waits.clone(),
+        );
+        registry.register(
+            "ttmlat_lost_events",
+            "Data ttmlat could not observe or decode, by reason",
+            m.lost.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// Prometheus text exposition 0.0.4 (classic buckets only).
+    pub fn encode_text(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+
+    /// The protobuf messages (tests inspect labels and native buckets).
+    #[cfg(test)]
+    pub fn families(
+        &self,
+    ) -> Result<Vec<prometheus_protobuf::prometheus_data_model::MetricFamily>, std::fmt::Error>
+    {
+        prometheus_protobuf::encode(&self.registry)
+    }
+
+    /// Prometheus protobuf exposition, length-delimited: classic and native buckets.
+    pub fn encode_protobuf(&self) -> Result<Vec<u8>, String> {
+        prometheus_protobuf::encode_to_vec(&self.registry).map_err(|e| format!("{e:?}"))
+    }
+}
+
+fn seconds(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+/// Every `reason` of `ttmlat_lost_events_total`, from [`ProbeStats`] and the session.
+pub const LOST_REASONS: [&str; 8] = [
+    "ring_buffer_full",
+    "retprobe_missed",
+    "thread_map_full",
+    "watch_map_full",
+    "waiter_map_full",
+    "orphan_return",
+    "read_fault",
+    "undecodable",
+];
+
+fn stat_values(s: &ProbeStats) -> [u64; 7] {
+    [
+        s.ringbuf_drops,
+        s.retprobe_misses,
+        s.thread_map_full,
+        s.watch_map_full,
+        s.waiter_map_full,
+        s.orphan_returns,
+        s.read_faults,
+    ]
+}
+
+/// Folds records into [`Metrics`]; owned by the session's record sink (single writer).
+pub struct Feeder {
+    metrics: std::sync::Arc<Metrics>,
+    by_comm: bool,
+    max_comms: usize,
+    comms: HashSet<String>,
+    /// Attempt paths and driver of episodes still open, by tid (as in `Aggregate`).
+    open: HashMap<u32, (Vec<AttemptPath>, String)>,
+    /// Cumulative probe counters at the last poll.
+    last_stats: [u64; 7],
+    /// Drivers whose per-path episode series exist.
+    drivers: HashSet<String>,
+}
+
+impl Feeder {
+    pub fn new(metrics: std::sync::Arc<Metrics>, by_comm: bool, max_comms: usize) -> Self {
+        // Every reason is exported from the start, at 0: "nothing lost" is a statement.
+        for reason in LOST_REASONS {
+            let _ = metrics
+                .lost
+                .get_or_create(&vec![("reason", reason.to_string())]);
+        }
+        Self {
+            metrics,
+            by_comm,
+            max_comms,
+            comms: HashSet::new(),
+            open: HashMap::new(),
+            last_stats: [0; 7],
+            drivers: HashSet::new(),
+        }
+    }
+
+    /// The comm label value: the comm itself while under the cap, else "other".
+    fn comm_label(&mut self, raw: &[u8]) -> String {
+        let comm = cstr(raw);
+        if self.comms.contains(&comm) {
+            return comm;
+        }
+        if self.comms.len() < self.max_comms && comm != OTHER_COMM {
+            self.comms.insert(comm.clone());
+            return comm;
+        }
+        OTHER_COMM.to_string()
+    }
+
+    fn episode_labels(&mut self, path: EpisodePath, driver: &str, comm: &[u8]) -> Labels {
+        let mut l = vec![
+            ("path", path.name().to_string()),
+            ("driver", driver.to_string()),
+        ];
+        if self.by_comm {
+            l.push(("comm", self.comm_label(comm)));
+        }
+        l
+    }
+
+    pub fn record(&mut self, rec: &Record) {
+        match rec {
+            Record::Attempt(a) => self.attempt(a),
+            Record::Waiter(w) => {
+                if w.held_overlap_ns > 0 {
+                    self.metrics
+                        .waiter_stall
+                        .get_or_create(&Vec::new())
+                        .observe(seconds(w.held_overlap_ns));
+                }
+            }
+            Record::Abandoned(a) => {
+                let driver = self
+                    .open
+                    .remove(&a.tid)
+                    .map_or_else(|| UNKNOWN_DRIVER.to_string(), |(_, d)| d);
+                let labels = self.episode_labels(EpisodePath::Abandoned, &driver, &a.comm);
+                self.metrics.episodes.get_or_create(&labels).inc();
+            }
+        }
+    }
+
+    /// Mirrors `Aggregate::add_attempt`'s episode bookkeeping (tested against it).
+    fn attempt(&mut self, a: &AttemptEvent) {
+        let path = attempt_path(a);
+        let m = std::sync::Arc::clone(&self.metrics);
+        m.attempts
+            .get_or_create(&vec![("path", path.name().to_string())])
+            .inc();
+        if a.flags & attempt_flag::WAITED_HELD != 0 {
+            m.held_waits.inc();
+        }
+        let mut driver = cstr(&a.driver);
+        if driver.is_empty() {
+            driver = UNKNOWN_DRIVER.to_string();
+        }
+        let (paths, d) = self.open.entry(a.tid).or_default();
+        if a.attempt <= 1 {
+            paths.clear();
+        }
+        paths.push(path);
+        *d = driver.clone();
+        if !self.by_comm && self.drivers.insert(driver.clone()) {
+            // Every episode path of a new driver is exported from here on, at 0 until it
+            // happens: rate() over a later window then counts its first episodes too.
+            for p in EpisodePath::ALL {
+                let labels = vec![("path", p.name().to_string()), ("driver", driver.clone())];
+                let _ = m.episodes.get_or_create(&labels);
+                let _ = m.episode_duration.get_or_create(&labels);
+            }
+        }
+        if a.flags & attempt_flag::EPISODE_END == 0 {
+            return;
+        }
+        let (paths, driver) = self.open.remove(&a.tid).unwrap_or_default();
+        let ep = episode_path(&paths);
+        let labels = self.episode_labels(ep, &driver, &a.comm);
+        m.episodes.get_or_create(&labels).inc();
+        m.episode_duration
+            .get_or_create(&labels)
+            .observe(seconds(a.attempt_end_ns.saturating_sub(a.episode_start_ns)));
+        m.retries.inc_by(u64::from(a.attempt.saturating_sub(1)));
+        // The per-wait histograms stay at (path, driver): comm adds little there.
+        let base: Labels = labels.into_iter().take(2).collect();
+        for (family, ns) in [
+            (&m.wait_held, a.ep_wait_held_ns),
+            (&m.wait_dropped, a.ep_wait_dropped_ns),
+            (&m.collateral_stall, a.ep_collateral_ns),
+            (&m.pre_lock_wait, a.pre_lock_wait_ns),
+        ] {
+            if ns > 0 {
+                family.get_or_create(&base).observe(seconds(ns));
+            }
+        }
+    }
+
+    pub fn undecodable(&mut self) {
+        self.metrics
+            .lost
+            .get_or_create(&vec![("reason", "undecodable".to_string())])
+            .inc();
+    }
+
+    /// Cumulative probe counters (polled): exported as increments since the last poll.
+    pub fn stats(&mut self, stats: &ProbeStats) {
+        let now = stat_values(stats);
+        for (i, reason) in LOST_REASONS.iter().take(now.len()).enumerate() {
+            let delta = now[i].saturating_sub(self.last_stats[i]);
+            if delta > 0 {
+                self.metrics
+                    .lost
+                    .get_or_create(&vec![("reason", reason.to_string())])
+                    .inc_by(delta);
+            }
+            self.last_stats[i] = self.last_stats[i].max(now[i]);
+        }
+    }
+}
