@@ -29,7 +29,7 @@ use crate::{
     aggregate::{Aggregate, HolderCount, HolderStack, Metric, WaiterTotals, new_histogram},
     recording::{self, ProcessEntry, Recording, decode_histogram},
     session::{self, Stop, TraceArgs},
-    workload::stress::StressArgs,
+    workload::stress::{Percentiles, StressArgs},
 };
 
 #[derive(clap::Args, Debug)]
@@ -121,23 +121,12 @@ pub struct StressSummary {
     pub rounds_done: u32,
     pub elapsed_ns: u64,
     pub interrupted: bool,
-    pub first_touch: Pct,
-    pub victim: Option<Pct>,
+    pub first_touch: Percentiles,
+    pub victim: Option<Percentiles>,
     pub victim_total_ns: u64,
-    pub holder_populate: Option<Pct>,
+    pub holder_populate: Option<Percentiles>,
     pub majflt: i64,
     pub minflt: i64,
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct Pct {
-    pub count: u64,
-    pub p50_ns: u64,
-    pub p90_ns: u64,
-    pub p99_ns: u64,
-    pub p999_ns: u64,
-    pub max_ns: u64,
-    pub mean_ns: f64,
 }
 
 #[derive(Parser, Debug)]
@@ -329,15 +318,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let runs = runs?;
     ensure!(!runs.is_empty(), "no repetition completed");
 
-    let mut meta = outcome.meta;
-    meta.label = args.label.clone();
-    let mut rec = Recording::from_aggregate(
-        meta,
-        &outcome.total,
-        outcome.stats,
-        outcome.undecodable,
-        outcome.state_entries_at_end,
-    )?;
+    let mut rec = outcome.recording(args.label.clone())?;
     rec.repetitions = runs.len() as u32;
     rec.bench = Some(bench_info(&rec, &outcome.total, stress_args, runs));
     rec.write(&args.output)?;
@@ -707,7 +688,7 @@ mod tests {
         attribution::EpisodePath,
         loader::{ProbeStats, StateEntries},
         recording::Meta,
-        workload::stress::{Percentiles, Scenario, StressReport},
+        workload::stress::{Scenario, StressReport},
     };
 
     fn rec(kernel: &str, variant: &str, values: &[u64], episodes: u64) -> Recording {

@@ -14,6 +14,7 @@ mod events;
 mod kernel_info;
 mod layout;
 mod loader;
+mod perf_event;
 mod preflight;
 mod recording;
 mod report;
@@ -190,16 +191,7 @@ fn run(cli: Cli) -> Result<()> {
             check_writable(&output)?;
             let stop = duration.map_or(Stop::Signal, Stop::After);
             let outcome = runtime()?.block_on(session::run(&trace, stop, None, |_, _| {}))?;
-            let mut meta = outcome.meta;
-            meta.label = label;
-            let mut rec = Recording::from_aggregate(
-                meta,
-                &outcome.total,
-                outcome.stats,
-                outcome.undecodable,
-                outcome.state_entries_at_end,
-            )?;
-            rec.holder_stacks = outcome.holder_stacks.clone();
+            let rec = outcome.recording(label)?;
             rec.write(&output)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rec)?);

@@ -11,11 +11,13 @@
 use std::{
     fs::{self, OpenOptions},
     io::Write,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsRawFd, OwnedFd},
     path::{Path, PathBuf},
 };
 
 use anyhow::{Context, Result, bail};
+
+use crate::perf_event::{self, PerfEventAttr};
 
 /// Group name of our trace events: unique per process so concurrent ttmlats do not collide.
 pub fn group() -> String {
@@ -148,73 +150,24 @@ fn append(path: &Path, line: &str) -> std::io::Result<()> {
         .write_all(line.as_bytes())
 }
 
-const PERF_TYPE_TRACEPOINT: u32 = 2;
-const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
 // _IOW('$', 8, u32) and _IO('$', 0)
 const PERF_EVENT_IOC_SET_BPF: libc::c_ulong = 0x4004_2408;
 const PERF_EVENT_IOC_ENABLE: libc::c_ulong = 0x2400;
 
-/// The leading part of `struct perf_event_attr` (PERF_ATTR_SIZE_VER5 = 112 bytes).
-#[repr(C)]
-#[derive(Default)]
-struct PerfEventAttr {
-    type_: u32,
-    size: u32,
-    config: u64,
-    sample_period: u64,
-    sample_type: u64,
-    read_format: u64,
-    flags: u64,
-    wakeup_events: u32,
-    bp_type: u32,
-    config1: u64,
-    config2: u64,
-    branch_sample_type: u64,
-    sample_regs_user: u64,
-    sample_stack_user: u32,
-    clockid: i32,
-    sample_regs_intr: u64,
-    aux_watermark: u32,
-    sample_max_stack: u16,
-    reserved: u16,
-}
-
 fn perf_event_open_tracepoint(id: u64) -> std::io::Result<OwnedFd> {
     let attr = PerfEventAttr {
-        type_: PERF_TYPE_TRACEPOINT,
-        size: std::mem::size_of::<PerfEventAttr>() as u32,
         config: id,
         sample_period: 1,
         wakeup_events: 1,
-        ..Default::default()
+        ..PerfEventAttr::new(perf_event::PERF_TYPE_TRACEPOINT)
     };
-    // A BPF program on a tracepoint event runs for every CPU; one event (cpu 0) is enough.
-    // SAFETY: attr is a valid, fully initialised perf_event_attr of the size we declare.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_perf_event_open,
-            &attr as *const PerfEventAttr,
-            -1 as libc::pid_t,
-            0 as libc::c_int,
-            -1 as libc::c_int,
-            PERF_FLAG_FD_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the kernel returned a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    // SAFETY: no pointers in a tracepoint attr.
+    unsafe { perf_event::open(&attr) }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn perf_attr_has_the_kernel_v5_size() {
-        assert_eq!(std::mem::size_of::<PerfEventAttr>(), 112);
-    }
 
     #[test]
     fn finds_only_dead_ttmlat_events() {

@@ -7,6 +7,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
+use aya::maps::{MapData, RingBuf};
 use probe_common::ProbeConfig;
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
@@ -49,6 +50,23 @@ pub struct Outcome {
     pub undecodable: u64,
     pub state_entries_at_end: StateEntries,
     pub meta: Meta,
+}
+
+impl Outcome {
+    /// The session as a recording (holder stacks included), labelled `label`.
+    pub fn recording(&self, label: Option<String>) -> Result<crate::recording::Recording> {
+        let mut meta = self.meta.clone();
+        meta.label = label;
+        let mut rec = crate::recording::Recording::from_aggregate(
+            meta,
+            &self.total,
+            self.stats,
+            self.undecodable,
+            self.state_entries_at_end,
+        )?;
+        rec.holder_stacks = self.holder_stacks.clone();
+        Ok(rec)
+    }
 }
 
 pub enum Stop {
@@ -177,19 +195,7 @@ pub async fn run_with_sink(
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("ring buffer poll")?;
-                let rb = guard.get_inner_mut();
-                while let Some(item) = rb.next() {
-                    match events::decode(&item) {
-                        Ok(rec) => {
-                            sink.record(&rec);
-                            current.add(&rec);
-                        }
-                        Err(_) => {
-                            sink.undecodable();
-                            undecodable += 1;
-                        }
-                    }
-                }
+                drain(guard.get_inner_mut(), sink, &mut current, &mut undecodable);
                 guard.clear_ready();
             }
             _ = sigint.recv() => break,
@@ -204,21 +210,7 @@ pub async fn run_with_sink(
         }
     }
     // Drain what is left.
-    {
-        let rb = ring.get_mut();
-        while let Some(item) = rb.next() {
-            match events::decode(&item) {
-                Ok(rec) => {
-                    sink.record(&rec);
-                    current.add(&rec);
-                }
-                Err(_) => {
-                    sink.undecodable();
-                    undecodable += 1;
-                }
-            }
-        }
-    }
+    drain(ring.get_mut(), sink, &mut current, &mut undecodable);
     total.merge(&current.take_interval());
     let stats = probes.stats()?;
     let state_entries_at_end = probes.state_entries().unwrap_or_default();
@@ -260,4 +252,25 @@ fn symbolize_stacks(probes: &Probes, agg: &Aggregate) -> Result<Vec<HolderStack>
         .collect();
     out.sort_by(|a, b| b.count.cmp(&a.count).then(a.tgid.cmp(&b.tgid)));
     Ok(out)
+}
+
+/// Decodes every record waiting in the ring buffer into the sink and the aggregate.
+fn drain(
+    rb: &mut RingBuf<MapData>,
+    sink: &mut impl RecordSink,
+    agg: &mut Aggregate,
+    undecodable: &mut u64,
+) {
+    while let Some(item) = rb.next() {
+        match events::decode(&item) {
+            Ok(rec) => {
+                sink.record(&rec);
+                agg.add(&rec);
+            }
+            Err(_) => {
+                sink.undecodable();
+                *undecodable += 1;
+            }
+        }
+    }
 }

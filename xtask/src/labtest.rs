@@ -59,8 +59,12 @@ pub fn record_stop(name: &str, signal: &str) -> String {
 
 /// Runs `body` (bash, `set -eu`) in a guest with `$TTMLAT` set; fails unless it exits 0.
 pub fn run_script(kernel: &str, ttm: TtmVariant, body: &str) -> Result<LabRun> {
-    let script = format!("set -eu\n{body}");
-    let spec = LabSpec::new(kernel, &script)
+    run_guest(kernel, ttm, &format!("set -eu\n{body}"))
+}
+
+/// Runs `script` as given in a guest with `$TTMLAT` set; fails unless it exits 0.
+pub fn run_guest(kernel: &str, ttm: TtmVariant, script: &str) -> Result<LabRun> {
+    let spec = LabSpec::new(kernel, script)
         .ttm(ttm)
         .env("TTMLAT", ttmlat_binary()?.display().to_string())
         .timeout(Duration::from_secs(600));

@@ -10,27 +10,11 @@ use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 use xtask::{
     lab::{self, LabSpec},
-    lab_dirs::repo_root,
+    labtest,
 };
 
-/// A private copy of target/release/ttmlat (a concurrent rebuild replacing the file under a
-/// running guest would crash the guest's dynamic loader).
-fn ttmlat() -> Result<PathBuf> {
-    let built = repo_root().join("target/release/ttmlat");
-    ensure!(
-        built.is_file(),
-        "{} is missing: run `cargo build --release -p probe-user` first",
-        built.display()
-    );
-    let dir = repo_root().join("target/lab/bin");
-    fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
-    let copy = dir.join(format!("ttmlat-bench-{}", std::process::id()));
-    fs::copy(&built, &copy).with_context(|| format!("copying {}", built.display()))?;
-    Ok(copy)
-}
-
 fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or(0)
+    labtest::num(v)
 }
 
 fn host(ttmlat: &PathBuf, args: &[&str]) -> Result<std::process::Output> {
@@ -121,7 +105,7 @@ fn check_recording(name: &str, rec: &Value, reps: u64, rounds: u64, threads: u64
 #[test]
 #[ignore = "boots QEMU; needs root, ./scripts/setup.sh and a release build"]
 fn bench_records_repetitions_into_one_recording_6_12() -> Result<()> {
-    let bin = ttmlat()?;
+    let bin = labtest::ttmlat_binary()?;
     let script = r#"set -eu
 STRESS="--scenario cross-process --threads 4 --size 16M"
 "$TTMLAT" bench -n 2 --label a -o "$LAB_OUT/a.json" -- $STRESS --rounds 6 > "$LAB_OUT/a.txt" 2>&1 || { cat "$LAB_OUT/a.txt"; exit 3; }

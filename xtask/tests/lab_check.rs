@@ -6,43 +6,19 @@
 //!     cargo build --release -p probe-user
 //!     cargo test -p xtask --test lab_check -- --ignored
 
-use std::{fs, path::PathBuf, time::Duration};
+use std::fs;
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 use xtask::{
-    lab::{self, LabRun, LabSpec, TtmVariant},
-    lab_dirs::repo_root,
+    lab::{LabRun, TtmVariant},
+    labtest,
 };
 
-fn ttmlat() -> Result<PathBuf> {
-    let p = repo_root().join("target/release/ttmlat");
-    ensure!(
-        p.is_file(),
-        "{} is missing: run `cargo build --release -p probe-user` first",
-        p.display()
-    );
-    Ok(p)
-}
-
 /// Runs `body` in the guest; the script itself must succeed (it records ttmlat's exit codes
-/// in files rather than failing on them).
+/// in files rather than failing on them, hence no `set -e`).
 fn run(kernel: &str, ttm: TtmVariant, body: &str) -> Result<LabRun> {
-    let script = format!("set -u\n{body}");
-    let spec = LabSpec::new(kernel, &script)
-        .ttm(ttm)
-        .env("TTMLAT", ttmlat()?.display().to_string())
-        .timeout(Duration::from_secs(300));
-    let run = lab::run(&spec)?;
-    ensure!(
-        run.rc == 0,
-        "guest script failed with rc {} (run dir {}):\n{}\n{}",
-        run.rc,
-        run.run_dir.display(),
-        run.stdout,
-        run.stderr
-    );
-    Ok(run)
+    labtest::run_guest(kernel, ttm, &format!("set -u\n{body}"))
 }
 
 fn out(run: &LabRun, name: &str) -> Result<String> {

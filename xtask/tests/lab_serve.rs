@@ -9,7 +9,7 @@
 //!
 //! Needs Debian's `prometheus` package on the host (prometheus + promtool).
 
-use std::{collections::BTreeMap, fs, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, fs, time::Duration};
 
 use anyhow::{Context, Result, bail, ensure};
 use base64::Engine;
@@ -17,30 +17,8 @@ use hdrhistogram::{Histogram, serialization::Deserializer};
 use serde_json::Value;
 use xtask::{
     lab::{self, LabRun, LabSpec, TtmVariant},
-    lab_dirs::repo_root,
+    labtest,
 };
-
-/// A private copy of target/release/ttmlat for this test process (see lab_ttmlat.rs: a
-/// concurrent rebuild must not replace the file under a running guest).
-fn ttmlat() -> Result<PathBuf> {
-    static COPY: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
-    COPY.get_or_init(|| {
-        let built = repo_root().join("target/release/ttmlat");
-        if !built.is_file() {
-            return Err(format!(
-                "{} is missing: run `cargo build --release -p probe-user` first",
-                built.display()
-            ));
-        }
-        let dir = repo_root().join("target/lab/bin");
-        fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let copy = dir.join(format!("ttmlat-serve-{}", std::process::id()));
-        fs::copy(&built, &copy).map_err(|e| format!("copying {}: {e}", built.display()))?;
-        Ok(copy)
-    })
-    .clone()
-    .map_err(anyhow::Error::msg)
-}
 
 const PORT: u16 = 10471;
 /// Relative difference allowed between two ttmlat instances timing the same faults in the
@@ -134,9 +112,7 @@ kill $PROM; wait $PROM || true
 }
 
 fn json(run: &LabRun, name: &str) -> Result<Value> {
-    let path = run.out_dir.join(name);
-    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(text.trim()).with_context(|| format!("parsing {}: {text}", path.display()))
+    labtest::read_json(run, name)
 }
 
 /// `sum by (path)` answer as path → value, zeros dropped (ttmlat exports every path).
@@ -254,7 +230,7 @@ fn prometheus_agrees_with_the_recording_6_1_blocking() -> Result<()> {
 fn agrees(kernel: &str, ttm: TtmVariant) -> Result<()> {
     let spec = LabSpec::new(kernel, script())
         .ttm(ttm)
-        .env("TTMLAT", ttmlat()?.display().to_string())
+        .env("TTMLAT", labtest::ttmlat_binary()?.display().to_string())
         .timeout(Duration::from_secs(900));
     let run = lab::run(&spec)?;
     ensure!(

@@ -8,6 +8,8 @@ use std::{
     os::fd::{FromRawFd, OwnedFd},
 };
 
+use crate::perf_event::{self, PerfEventAttr};
+
 /// What a probe found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -196,34 +198,6 @@ pub fn verifier_summary(log: &[u8]) -> String {
         .to_string()
 }
 
-/// The leading part of `struct perf_event_attr` (PERF_ATTR_SIZE_VER5 = 112 bytes).
-#[repr(C)]
-#[derive(Default)]
-struct PerfEventAttr {
-    type_: u32,
-    size: u32,
-    config: u64,
-    sample_period: u64,
-    sample_type: u64,
-    read_format: u64,
-    flags: u64,
-    wakeup_events: u32,
-    bp_type: u32,
-    config1: u64,
-    config2: u64,
-    branch_sample_type: u64,
-    sample_regs_user: u64,
-    sample_stack_user: u32,
-    clockid: i32,
-    sample_regs_intr: u64,
-    aux_watermark: u32,
-    sample_max_stack: u16,
-    reserved: u16,
-}
-
-const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
-const PERF_ATTR_FLAG_DISABLED: u64 = 1;
-
 /// The perf PMU that creates kprobes (`/sys/bus/event_source/devices/kprobe/type`), which is
 /// what aya attaches entry probes with.
 pub const KPROBE_PMU_TYPE: &str = "/sys/bus/event_source/devices/kprobe/type";
@@ -242,36 +216,18 @@ pub fn kprobe_create(pmu_type: u32, symbol: &str) -> Outcome {
         return Outcome::Skipped(format!("bad symbol name {symbol:?}"));
     };
     let attr = PerfEventAttr {
-        type_: pmu_type,
-        size: std::mem::size_of::<PerfEventAttr>() as u32,
         // config bit 0 = retprobe: an entry probe. config1 = the function, config2 = offset.
         config: 0,
         config1: name.as_ptr() as u64,
         config2: 0,
-        flags: PERF_ATTR_FLAG_DISABLED,
-        ..Default::default()
+        flags: perf_event::ATTR_FLAG_DISABLED,
+        ..PerfEventAttr::new(pmu_type)
     };
-    // SAFETY: attr is a valid perf_event_attr of the size it declares; `name` outlives the
-    // call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_perf_event_open,
-            &attr as *const PerfEventAttr,
-            -1 as libc::pid_t,
-            0 as libc::c_int,
-            -1 as libc::c_int,
-            PERF_FLAG_FD_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Outcome::from_errno(
-            std::io::Error::last_os_error(),
-            &format!("perf_event_open(kprobe {symbol})"),
-        );
+    // SAFETY: `name` outlives the call. Closing the fd at once removes the kprobe.
+    match unsafe { perf_event::open(&attr) } {
+        Ok(fd) => drop(fd),
+        Err(e) => return Outcome::from_errno(e, &format!("perf_event_open(kprobe {symbol})")),
     }
-    // SAFETY: the kernel returned a new fd that nothing else owns; closing it removes the
-    // kprobe.
-    drop(unsafe { OwnedFd::from_raw_fd(fd as i32) });
     Outcome::Passed
 }
 
@@ -344,7 +300,6 @@ mod tests {
     fn abi_sizes() {
         assert_eq!(std::mem::size_of::<Insn>(), 8);
         assert_eq!(std::mem::size_of::<ProgLoadAttr>(), 72);
-        assert_eq!(std::mem::size_of::<PerfEventAttr>(), 112);
         // dst r1, src r10 (fp).
         assert_eq!(READS_KERNEL[0].regs, 0xa1);
     }

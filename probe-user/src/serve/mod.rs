@@ -29,7 +29,6 @@ use axum::{
 
 use crate::{
     events::Record,
-    recording::Recording,
     session::{self, RecordSink, Stop, TraceArgs},
 };
 use metrics::{Feeder, Metrics, PROTOBUF_CONTENT_TYPE, TEXT_CONTENT_TYPE};
@@ -178,15 +177,7 @@ async fn serve(args: &ServeArgs) -> Result<()> {
         f.stats(&outcome.stats);
     }
     if let Some(path) = &args.output {
-        let mut rec = Recording::from_aggregate(
-            outcome.meta,
-            &outcome.total,
-            outcome.stats,
-            outcome.undecodable,
-            outcome.state_entries_at_end,
-        )?;
-        rec.holder_stacks = outcome.holder_stacks;
-        rec.write(path)?;
+        outcome.recording(None)?.write(path)?;
     }
     Ok(())
 }

@@ -79,7 +79,7 @@ pub struct StressArgs {
     pub ready_file: Option<PathBuf>,
 }
 
-#[derive(Serialize, Debug, Clone, PartialEq)]
+#[derive(Serialize, serde::Deserialize, Debug, Clone, Default, PartialEq)]
 pub struct Percentiles {
     pub count: u64,
     pub p50_ns: u64,
