@@ -17,6 +17,10 @@ pub struct KernelInfo {
     pub version: String,
     pub hostname: String,
     pub ttm_srcversion: Option<String>,
+    /// /sys/module/ttm/taint ("OE" for an unsigned out-of-tree ttm.ko, "" when clean).
+    pub ttm_taint: Option<String>,
+    /// /sys/module/ttm/version (MODULE_VERSION; the lab's blocking variant sets one).
+    pub ttm_version: Option<String>,
     pub taint: Option<u64>,
     /// Active lockdown mode ("none", "integrity", "confidentiality"), when securityfs says.
     pub lockdown: Option<String>,
@@ -50,6 +54,8 @@ impl KernelInfo {
                 .unwrap_or_default(),
             version: read_trim("/proc/version").unwrap_or_default(),
             ttm_srcversion: read_trim("/sys/module/ttm/srcversion"),
+            ttm_taint: read_trim("/sys/module/ttm/taint"),
+            ttm_version: read_trim("/sys/module/ttm/version"),
             taint: read_trim("/proc/sys/kernel/tainted").and_then(|t| t.parse().ok()),
             lockdown: read_trim("/sys/kernel/security/lockdown").and_then(|t| parse_lockdown(&t)),
             has_lock_tracepoints: tracepoint_source("lock", "contention_begin").is_some(),

@@ -307,10 +307,11 @@ fn show_text(rec: &Recording) -> String {
     let m = &rec.meta;
     let _ = writeln!(
         out,
-        "recording: kernel {} ({}), ttm srcversion {}, taint {}, {}",
+        "recording: kernel {} ({}), ttm srcversion {} taint {:?}, kernel taint {}, {}",
         m.kernel_release,
         m.kernel_package.as_deref().unwrap_or("package unknown"),
         m.ttm_srcversion.as_deref().unwrap_or("?"),
+        m.ttm_taint.as_deref().unwrap_or("?"),
         m.kernel_taint.map_or("?".into(), |t| t.to_string()),
         m.ttm_variant.as_deref().unwrap_or("")
     );

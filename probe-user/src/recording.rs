@@ -31,6 +31,12 @@ pub struct Meta {
     /// Debian package the kernel came from, when known (lab runs set LAB_KERNEL_PACKAGE).
     pub kernel_package: Option<String>,
     pub ttm_srcversion: Option<String>,
+    /// /sys/module/ttm/taint at start ("OE": unsigned out-of-tree module).
+    #[serde(default)]
+    pub ttm_taint: Option<String>,
+    /// /sys/module/ttm/version, when the module declares one.
+    #[serde(default)]
+    pub ttm_version: Option<String>,
     /// /proc/sys/kernel/tainted at start.
     pub kernel_taint: Option<u64>,
     /// Lab variant label (stock/blocking), when run in the lab.

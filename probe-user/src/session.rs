@@ -153,6 +153,8 @@ pub async fn run_with_sink(
         kernel_version: kernel.version.clone(),
         kernel_package: std::env::var("LAB_KERNEL_PACKAGE").ok(),
         ttm_srcversion: kernel.ttm_srcversion.clone(),
+        ttm_taint: kernel.ttm_taint.clone(),
+        ttm_version: kernel.ttm_version.clone(),
         kernel_taint: kernel.taint,
         ttm_variant: std::env::var("LAB_TTM").ok(),
         attach_points: probes.attached.clone(),
