@@ -133,6 +133,19 @@ impl Default for ProcessTotals {
 
 /// Processes tracked individually; the rest are summed under tgid 0.
 pub const MAX_PROCESSES: usize = 256;
+/// Waiting tasks tracked individually; the rest are summed under tid 0.
+pub const MAX_WAITERS: usize = 4096;
+/// Distinct holders (and holder stacks) kept; the rest are summed under tgid 0 "(other)".
+pub const MAX_HOLDERS: usize = 1024;
+/// Threads with an episode in flight; beyond this (only if episode ends were lost) the
+/// in-flight paths are dropped rather than grown without bound.
+pub const MAX_OPEN_EPISODES: usize = 65536;
+
+/// `key` if the map already has it or has room, else the catch-all `other`: every map that
+/// is keyed by something the kernel or the workload chooses stays bounded.
+fn bounded<K>(len: usize, has: bool, cap: usize, key: K, other: K) -> K {
+    if has || len < cap { key } else { other }
+}
 
 #[derive(Clone, Debug)]
 pub struct Aggregate {
@@ -217,9 +230,20 @@ impl Aggregate {
             Record::Waiter(w) => {
                 self.waiter_records += 1;
                 let wait = w.end_ns.saturating_sub(w.begin_ns);
-                let t = self.waiters.entry(w.tid).or_default();
-                t.tgid = w.tgid;
-                t.comm = cstr(&w.comm);
+                let tid = bounded(
+                    self.waiters.len(),
+                    self.waiters.contains_key(&w.tid),
+                    MAX_WAITERS,
+                    w.tid,
+                    0,
+                );
+                let t = self.waiters.entry(tid).or_default();
+                t.tgid = if tid == 0 { 0 } else { w.tgid };
+                t.comm = if tid == 0 {
+                    "(other)".into()
+                } else {
+                    cstr(&w.comm)
+                };
                 t.waits += 1;
                 t.wait_ns += wait;
                 t.held_overlap_ns += w.held_overlap_ns;
@@ -260,16 +284,29 @@ impl Aggregate {
             self.drivers.insert(driver);
         }
         if a.flags & attempt_flag::HOLDER_KNOWN != 0 {
-            *self
-                .holders
-                .entry((a.holder_tgid, cstr(&a.holder_comm)))
-                .or_default() += 1;
+            let key = (a.holder_tgid, cstr(&a.holder_comm));
+            let key = bounded(
+                self.holders.len(),
+                self.holders.contains_key(&key),
+                MAX_HOLDERS,
+                key,
+                (0, "(other)".to_string()),
+            );
+            *self.holders.entry(key).or_default() += 1;
         }
         if a.holder_stack_id >= 0 {
-            *self
-                .holder_stacks
-                .entry((a.holder_tgid, cstr(&a.holder_comm), a.holder_stack_id))
-                .or_default() += 1;
+            let key = (a.holder_tgid, cstr(&a.holder_comm), a.holder_stack_id);
+            let key = bounded(
+                self.holder_stacks.len(),
+                self.holder_stacks.contains_key(&key),
+                MAX_HOLDERS,
+                key,
+                (0, "(other)".to_string(), -1),
+            );
+            *self.holder_stacks.entry(key).or_default() += 1;
+        }
+        if self.open.len() >= MAX_OPEN_EPISODES && !self.open.contains_key(&a.tid) {
+            self.open.clear();
         }
         let paths = self.open.entry(a.tid).or_default();
         if a.attempt <= 1 {
@@ -380,18 +417,43 @@ impl Aggregate {
         self.unbalanced += other.unbalanced;
         self.drivers.extend(other.drivers.iter().cloned());
         for (tid, w) in &other.waiters {
-            let t = self.waiters.entry(*tid).or_default();
-            t.tgid = w.tgid;
-            t.comm = w.comm.clone();
+            let tid = bounded(
+                self.waiters.len(),
+                self.waiters.contains_key(tid),
+                MAX_WAITERS,
+                *tid,
+                0,
+            );
+            let t = self.waiters.entry(tid).or_default();
+            t.tgid = if tid == 0 { 0 } else { w.tgid };
+            t.comm = if tid == 0 {
+                "(other)".into()
+            } else {
+                w.comm.clone()
+            };
             t.waits += w.waits;
             t.wait_ns += w.wait_ns;
             t.held_overlap_ns += w.held_overlap_ns;
         }
         for (k, v) in &other.holders {
-            *self.holders.entry(k.clone()).or_default() += v;
+            let k = bounded(
+                self.holders.len(),
+                self.holders.contains_key(k),
+                MAX_HOLDERS,
+                k.clone(),
+                (0, "(other)".to_string()),
+            );
+            *self.holders.entry(k).or_default() += v;
         }
         for (k, v) in &other.holder_stacks {
-            *self.holder_stacks.entry(k.clone()).or_default() += v;
+            let k = bounded(
+                self.holder_stacks.len(),
+                self.holder_stacks.contains_key(k),
+                MAX_HOLDERS,
+                k.clone(),
+                (0, "(other)".to_string(), -1),
+            );
+            *self.holder_stacks.entry(k).or_default() += v;
         }
     }
 

@@ -15,6 +15,7 @@ mod kernel_info;
 mod layout;
 mod loader;
 mod perf_event;
+mod pipeline_bench;
 mod preflight;
 mod recording;
 mod report;
@@ -104,6 +105,10 @@ enum Command {
     /// Trace continuously and expose Prometheus metrics on /metrics (per-path histograms in
     /// seconds, classic and native; fault, retry, held-wait and lost-event counters).
     Serve(serve::ServeArgs),
+    /// Push N synthetic records through the userspace pipeline; print throughput and peak
+    /// memory per decade (no kernel needed).
+    #[command(hide = true)]
+    BenchPipeline(pipeline_bench::PipelineArgs),
     /// Internal: the helper process of `ttmlat stress`.
     #[command(hide = true)]
     StressHelper,
@@ -226,6 +231,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(args) => bench::run(&args),
         Command::Merge(args) => bench::merge_cmd(&args),
         Command::StressHelper => workload::stress::helper_main(),
+        Command::BenchPipeline(args) => pipeline_bench::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();

@@ -383,3 +383,72 @@ mod tests {
         }
     }
 }
+
+/// Property tests of the parser against hostile input: whatever the bytes, `parse` returns
+/// (a recording or an error with a message) and never panics. Bounded: a fixed number of
+/// cases, well under a second.
+#[cfg(test)]
+mod parser_properties {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::aggregate::new_histogram;
+
+    fn valid() -> Vec<u8> {
+        let mut agg = Aggregate::new();
+        let mut h = new_histogram();
+        for v in [1_000u64, 20_000, 300_000, 4_000_000] {
+            let _ = h.record(v);
+        }
+        agg.histograms
+            .insert((Metric::EpisodeLatency, "retry".into()), h);
+        let rec = Recording::from_aggregate(
+            Meta::default(),
+            &agg,
+            ProbeStats::default(),
+            0,
+            StateEntries::default(),
+        )
+        .expect("recording");
+        serde_json::to_vec(&rec).expect("json")
+    }
+
+    fn check(bytes: &[u8]) {
+        if let Err(e) = Recording::parse(bytes) {
+            assert!(!format!("{e:#}").is_empty());
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            check(&bytes);
+        }
+
+        #[test]
+        fn truncations_never_panic(cut in 0usize..4096) {
+            let v = valid();
+            check(&v[..cut.min(v.len())]);
+        }
+
+        #[test]
+        fn byte_flips_never_panic(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..16)) {
+            let mut v = valid();
+            let len = v.len();
+            for (i, b) in flips {
+                v[i % len] = b;
+            }
+            check(&v);
+        }
+
+        #[test]
+        fn hostile_numbers_are_refused_or_accepted_cleanly(n in any::<i64>(), f in any::<f64>()) {
+            let text = String::from_utf8_lossy(&valid())
+                .replace("\"count\":4", &format!("\"count\":{n}"))
+                .replace("\"repetitions\":1", &format!("\"repetitions\":{f}"));
+            check(text.as_bytes());
+        }
+    }
+}

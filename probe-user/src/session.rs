@@ -247,6 +247,7 @@ fn symbolize_stacks(probes: &Probes, agg: &Aggregate) -> Result<Vec<HolderStack>
             comm: comm.clone(),
             count: *count,
             frames: match probes.stack(*id) {
+                Err(_) if *id < 0 => vec!["(holders beyond the cap, summed)".to_string()],
                 Ok(ips) => ips.iter().map(|ip| sym.resolve(*ip)).collect(),
                 Err(e) => vec![format!("(stack unavailable: {e})")],
             },
