@@ -55,7 +55,16 @@ stage boot
 . /ctl/config || die "cannot read /ctl/config"
 
 m9p host /host ",ro" || die "cannot mount the host root"
+# The guest's /tmp is a private tmpfs over the host's read-only /tmp; host paths under /tmp
+# that the run needs (the repository, when it is cloned there) stay visible, read-only.
+mkdir -p /orig_tmp
+mount --bind /host/tmp /orig_tmp || die "cannot bind the host's /tmp"
 mount -t tmpfs -o mode=1777 tmpfs /host/tmp || die "cannot mount /host/tmp"
+for keep in $KEEP_TMP; do
+    rel=${keep#/tmp/}
+    mkdir -p "/host/tmp/$rel" || die "cannot keep $keep"
+    mount --bind "/orig_tmp/$rel" "/host/tmp/$rel" || die "cannot keep $keep"
+done
 mkdir /host/tmp/out
 m9p out /host/tmp/out "" || die "cannot mount the out share"
 for d in proc sys dev; do
@@ -111,12 +120,22 @@ pub fn render_config(kernel: &KernelInfo, ttm: TtmVariant, ttm_ko: Option<&Path>
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
     format!(
-        "KROOT={}\nLAB_TTM={}\nTTM_KO={}\nGUEST_PATH={}\n",
+        "KROOT={}\nLAB_TTM={}\nTTM_KO={}\nGUEST_PATH={}\nKEEP_TMP={}\n",
         quote(&kernel.root.to_string_lossy()),
         quote(ttm.as_str()),
         quote(&ko),
         quote(GUEST_PATH),
+        quote(&keep_tmp(&crate::lab_dirs::repo_root())),
     )
+}
+
+/// The repository's path when it lies under /tmp (which the guest covers with a tmpfs), so
+/// `/init` can bind it back; empty otherwise.
+pub fn keep_tmp(repo: &Path) -> String {
+    match repo.strip_prefix("/tmp") {
+        Ok(rel) if !rel.as_os_str().is_empty() => repo.to_string_lossy().into_owned(),
+        _ => String::new(),
+    }
 }
 
 /// `ctl/cmd.sh`: the environment, the working directory, then the script.
@@ -154,6 +173,14 @@ pub fn render_command(spec: &LabSpec, kernel: &KernelInfo) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repository_under_tmp_is_kept_visible() {
+        assert_eq!(keep_tmp(Path::new("/tmp/ci")), "/tmp/ci");
+        assert_eq!(keep_tmp(Path::new("/work/main")), "");
+        assert_eq!(keep_tmp(Path::new("/tmp")), "");
+        assert_eq!(keep_tmp(Path::new("/tmpfoo/x")), "");
+    }
 
     fn kernel() -> KernelInfo {
         KernelInfo {
