@@ -79,6 +79,9 @@ pub struct KernelLayout {
     pub task_tgid: u32,
     /// `struct task_struct` → `comm`.
     pub task_comm: u32,
+    /// `struct task_struct` → `min_flt` / `maj_flt` (faults completed by the task).
+    pub task_min_flt: u32,
+    pub task_maj_flt: u32,
 }
 
 /// Run-time configuration handed to the probes as the global `CONFIG` before load.
@@ -95,6 +98,9 @@ pub struct ProbeConfig {
     pub self_tgid: u32,
     /// Bit set of [`config_flag`].
     pub flags: u32,
+    /// A finished mmap_lock read wait starts the episode of a TTM fault whose handler is
+    /// entered at most this long after it, with no fault completed in between.
+    pub pre_lock_link_ns: u64,
 }
 
 pub mod config_flag {
@@ -387,15 +393,20 @@ pub struct WaiterState {
     /// 0 while waiting. A finished read wait is kept (with its end) so that a TTM fault
     /// starting right after it can count the wait as part of its latency.
     pub end_ns: u64,
+    /// The task's completed faults (min_flt + maj_flt) when the wait ended: a TTM handler
+    /// entered with the same count is the fault that waited (fault accounting happens when a
+    /// fault completes, after the handler).
+    pub faults_at_end: u64,
     pub lock_flags: u32,
     pub _pad: u32,
 }
 
 /// `lock:contention_begin` flag of a read acquisition (LCB_F_READ).
 pub const LCB_F_READ: u32 = 1 << 1;
-/// A finished mmap_lock read wait is linked to a TTM fault whose handler starts within this
-/// long after the wait ended. The path between the two (lock_mm_and_find_vma → handle_mm_fault
-/// → __do_fault) takes microseconds; the margin covers a preempted or emulated CPU.
+/// Default of [`ProbeConfig::pre_lock_link_ns`]. The path from the wait to the handler
+/// (lock_mm_and_find_vma → handle_mm_fault → __do_fault) takes microseconds; the margin covers
+/// a preempted CPU. The fault-count check makes a wider window (`--pre-lock-link`) safe for
+/// emulated guests, whose vCPUs stall for up to 100 ms.
 pub const PRE_LOCK_WAIT_LINK_NS: u64 = 10_000_000;
 
 /// Collateral stall of a held wait from two snapshots of [`MmWatch::waiters`]: the waiters
@@ -444,15 +455,15 @@ mod tests {
 
     #[test]
     fn records_have_no_implicit_padding() {
-        assert_eq!(size_of::<KernelLayout>(), 12 * 4);
-        assert_eq!(size_of::<ProbeConfig>(), 48 + 4 + 4 + 16 + 4 + 4);
+        assert_eq!(size_of::<KernelLayout>(), 14 * 4);
+        assert_eq!(size_of::<ProbeConfig>(), 56 + 4 + 4 + 16 + 4 + 4 + 8);
         assert_eq!(
             size_of::<AttemptEvent>(),
             4 * 4 + 13 * 8 + 4 * 4 + 3 * 2 + 2 + 2 * 4 + 3 * 16 + 8
         );
         assert_eq!(size_of::<WaiterEvent>(), 4 * 4 + 4 * 8 + 16);
         assert_eq!(size_of::<AbandonedEvent>(), 4 * 4 + 5 * 8 + 16);
-        assert_eq!(size_of::<WaiterState>(), 5 * 8 + 2 * 4);
+        assert_eq!(size_of::<WaiterState>(), 6 * 8 + 2 * 4);
         assert_eq!(size_of::<MmWatch>(), 6 * 8);
         assert_eq!(size_of::<HolderRelease>(), 16);
         assert_eq!(

@@ -93,6 +93,16 @@ pub fn ww_mutex_owner(lock: u64) -> u64 {
     read::<u64>(lock + config!(layout.ww_mutex_owner) as u64).unwrap_or(0) & !0x7
 }
 
+/// Faults the current task has completed (min_flt + maj_flt).
+#[inline(always)]
+pub fn current_faults() -> u64 {
+    // SAFETY: a helper without arguments; the pointer is only used with probe reads.
+    let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() };
+    let min = read::<u64>(task + config!(layout.task_min_flt) as u64).unwrap_or(0);
+    let maj = read::<u64>(task + config!(layout.task_maj_flt) as u64).unwrap_or(0);
+    min.wrapping_add(maj)
+}
+
 pub struct TaskId {
     pub pid: u32,
     pub tgid: u32,

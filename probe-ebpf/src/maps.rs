@@ -24,12 +24,15 @@ pub static CONFIG: ProbeConfig = ProbeConfig {
         task_pid: 0,
         task_tgid: 0,
         task_comm: 0,
+        task_min_flt: 0,
+        task_maj_flt: 0,
     },
     filter_tgid: 0,
     filter_comm_set: 0,
     filter_comm: [0; 16],
     self_tgid: 0,
     flags: 0,
+    pre_lock_link_ns: 0,
 };
 
 /// Attempt, waiter and abandoned-episode records to userspace. 4 MiB; resized by userspace

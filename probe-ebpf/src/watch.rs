@@ -174,6 +174,7 @@ pub fn waiter_begin(tid: u32, lock: u64, lock_flags: u32, now: u64) {
         begin_ns: now,
         covered_at_begin_ns: coverage(w, now),
         end_ns: 0,
+        faults_at_end: 0,
         lock_flags,
         _pad: 0,
     };
@@ -186,8 +187,9 @@ pub fn waiter_begin(tid: u32, lock: u64, lock_flags: u32, now: u64) {
     unsafe { add(&raw mut (*w).waiters, packed) };
 }
 
-/// A read wait for `lock` that ended at most PRE_LOCK_WAIT_LINK_NS before `now`: the mmap_lock
-/// acquisition of the fault now entering a TTM handler. Consumed (removed) when found.
+/// A read wait for `lock` that ended at most `pre_lock_link_ns` before `now`, with no fault
+/// completed since: the mmap_lock acquisition of the fault now entering a TTM handler.
+/// Consumed (removed) when found.
 #[inline(always)]
 pub fn take_preceding_read_wait(tid: u32, lock: u64, now: u64) -> Option<(u64, u64)> {
     let st = WAITERS.get_ptr(tid)?;
@@ -197,7 +199,10 @@ pub fn take_preceding_read_wait(tid: u32, lock: u64, now: u64) -> Option<(u64, u
         return None;
     }
     let _ = WAITERS.remove(tid);
-    if now.saturating_sub(w.end_ns) > probe_common::PRE_LOCK_WAIT_LINK_NS {
+    if now.saturating_sub(w.end_ns) > crate::maps::config!(pre_lock_link_ns)
+        || crate::kernel::current_faults() != w.faults_at_end
+    {
+        // Too long ago, or a fault completed since: that wait belonged to something else.
         return None;
     }
     Some((w.begin_ns, w.end_ns))
@@ -227,8 +232,12 @@ pub fn waiter_end(tid: u32, lock: u64, now: u64) -> Option<WaiterEnd> {
     }
     if lock != 0 && (state.lock_flags & LCB_F_READ != 0 || state.lock_flags == 0) {
         // Keep a finished read wait for the fault that may follow (see episode::begin).
+        let faults = crate::kernel::current_faults();
         // SAFETY: valid map value pointer.
-        unsafe { (*st).end_ns = now };
+        unsafe {
+            (*st).end_ns = now;
+            (*st).faults_at_end = faults;
+        }
     } else {
         let _ = WAITERS.remove(tid);
     }

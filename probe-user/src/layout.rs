@@ -55,6 +55,8 @@ pub fn resolve(btf: &Btf) -> Result<KernelLayout, LayoutError> {
         task_pid: r.offset("task_struct", &["pid"])?,
         task_tgid: r.offset("task_struct", &["tgid"])?,
         task_comm: r.offset("task_struct", &["comm"])?,
+        task_min_flt: r.offset("task_struct", &["min_flt"])?,
+        task_maj_flt: r.offset("task_struct", &["maj_flt"])?,
     })
 }
 

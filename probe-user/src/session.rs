@@ -36,6 +36,11 @@ pub struct TraceArgs {
     /// Create this file once the probes are attached (for scripts and tests).
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
+    /// How long after a thread's mmap_lock read wait its TTM fault may enter the handler for
+    /// the wait to count as that fault's (no fault may complete in between). Raise it in
+    /// emulated guests, whose vCPUs stall for up to 100 ms.
+    #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
+    pub pre_lock_link: std::time::Duration,
     /// Record the reservation holder's kernel stack when it releases a reservation a TTM
     /// fault waited for (adds a kprobe on ww_mutex_unlock: one map lookup per call).
     #[arg(long)]
@@ -118,6 +123,7 @@ pub async fn run_with_sink(
     let mut config = ProbeConfig {
         layout,
         self_tgid: std::process::id(),
+        pre_lock_link_ns: u64::try_from(args.pre_lock_link.as_nanos()).unwrap_or(u64::MAX),
         ..ProbeConfig::default()
     };
     if let Some(pid) = args.pid {

@@ -185,7 +185,9 @@ fn contention(kernel: &str, ttm: TtmVariant) -> Result<Contention> {
         "{}{}$TTMLAT stress --scenario cross-process --threads 4 --size 16M --rounds 12 --json > $LAB_OUT/stress.json
 {}{}",
         observer::setup_script("ttm-fault-*"),
-        record_start("--holder-stack"),
+        // The guest's vCPUs stall for up to 100 ms (single-threaded TCG round robin): link a
+        // fault's own mmap_lock wait over a wider window (no fault may complete in between).
+        record_start("--holder-stack --pre-lock-link 250ms"),
         record_stop(),
         observer::collect_script("$LAB_OUT"),
     );
