@@ -128,6 +128,9 @@ enum Command {
 enum WorkloadCmd {
     /// Create a dumb buffer, mmap it and touch every page once.
     Touch(workload::touch::TouchArgs),
+    /// Run one fault or mmap loop for a fixed time and print its throughput as JSON (used by
+    /// `cargo xtask bench-overhead`).
+    Throughput(workload::throughput::ThroughputArgs),
 }
 
 fn main() -> ExitCode {
@@ -227,6 +230,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Compare(args) => compare::run(&args),
         Command::Workload(WorkloadCmd::Touch(args)) => workload::touch::run(&args),
+        Command::Workload(WorkloadCmd::Throughput(args)) => workload::throughput::run(&args),
         Command::Stress(args) => workload::stress::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Merge(args) => bench::merge_cmd(&args),

@@ -8,5 +8,6 @@ pub mod lab_dirs;
 pub mod labtest;
 pub mod manifest;
 pub mod observer;
+pub mod overhead;
 pub mod prepare;
 pub(crate) mod process;

@@ -30,6 +30,9 @@ enum Command {
     /// The same `ttmlat bench` on stock 6.1, blocking 6.1 and stock 6.12 (interleaved boots),
     /// merged and compared into target/ab/compare.{txt,json,svg}.
     Ab(commands::ab::AbArgs),
+    /// What observing costs: TTM-fault, anonymous-fault and mmap/munmap throughput in the lab,
+    /// unobserved vs under ttmlat vs under the equivalent bpftrace script (interleaved).
+    BenchOverhead(commands::bench_overhead::BenchOverheadArgs),
     /// Everything CI runs: fmt, clippy, unit tests, release build, lab tests.
     Test(commands::test::TestArgs),
     /// Release bundle in target/dist/: binary, shell completions, man pages, systemd unit,
@@ -47,5 +50,6 @@ fn main() -> ExitCode {
         Command::Test(args) => commands::test::test(&args),
         Command::Dist(args) => commands::dist::run(&args),
         Command::Ab(args) => commands::ab::ab(&args),
+        Command::BenchOverhead(args) => commands::bench_overhead::bench_overhead(&args),
     }
 }

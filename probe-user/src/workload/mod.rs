@@ -3,6 +3,7 @@
 
 pub mod drm;
 pub mod stress;
+pub mod throughput;
 pub mod touch;
 
 use anyhow::{Context, Result, bail};

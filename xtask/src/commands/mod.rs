@@ -1,6 +1,7 @@
 //! One module per `cargo xtask` subcommand.
 
 pub mod ab;
+pub mod bench_overhead;
 pub mod demo;
 pub mod dist;
 pub mod lab;

@@ -1,0 +1,217 @@
+//! `cargo xtask bench-overhead`: what observing costs. In one lab boot per kernel, rounds of
+//! three single-threaded loops (TTM faults, anonymous faults, mmap/munmap) run unobserved,
+//! under `ttmlat record` and under the equivalent bpftrace script
+//! (lab/overhead/ttmlat-equivalent.bt, Debian's bpftrace), observers rotated each round.
+//! Prints each observer's throughput ratio to the unobserved run of the same round, and
+//! writes target/bench-overhead/<kernel>/summary.{txt,json}.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, ensure};
+use clap::Args;
+use serde_json::{Value, json};
+use xtask::{
+    lab::{self, LabSpec},
+    lab_dirs::repo_root,
+    overhead::{self, LOADS, Measurements, Observer},
+};
+
+#[derive(Args)]
+pub struct BenchOverheadArgs {
+    /// Lab kernels to measure (one boot each).
+    #[arg(long = "kernel", default_values = ["6.1"])]
+    kernels: Vec<String>,
+    /// Rounds per boot; each runs every loop under every observer once.
+    #[arg(long, default_value_t = 5)]
+    rounds: u32,
+    /// Seconds per loop run.
+    #[arg(long, default_value_t = 3)]
+    seconds: u32,
+    /// Output directory (default target/bench-overhead).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn bench_overhead(args: &BenchOverheadArgs) -> ExitCode {
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &BenchOverheadArgs) -> Result<()> {
+    ensure!(
+        args.rounds >= 1 && args.seconds >= 1,
+        "--rounds and --seconds must be at least 1"
+    );
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| repo_root().join("target/bench-overhead"));
+    fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let built = repo_root().join("target/release/ttmlat");
+    ensure!(
+        built.is_file(),
+        "{} is missing: run `cargo build --release -p probe-user` first",
+        built.display()
+    );
+    // A private copy: a rebuild must not replace the binary under the running guest.
+    let ttmlat = out.join("ttmlat");
+    fs::copy(&built, &ttmlat).with_context(|| format!("copying {}", built.display()))?;
+    let bt = repo_root().join("lab/overhead/ttmlat-equivalent.bt");
+    ensure!(bt.is_file(), "{} is missing", bt.display());
+    let bt_str = bt.display().to_string();
+    ensure!(
+        !bt_str.contains('\''),
+        "the repository path must not contain a quote"
+    );
+    for kernel in &args.kernels {
+        let t0 = Instant::now();
+        let script = overhead::guest_script(args.rounds, args.seconds, &bt_str);
+        // Per round: 9 loop runs, two observer start-ups (bpftrace compiles for ~30 s under TCG).
+        let budget = 120 + u64::from(args.rounds) * (9 * u64::from(args.seconds) + 120);
+        let spec = LabSpec::new(kernel.as_str(), &script)
+            .env("TTMLAT", ttmlat.display().to_string())
+            .timeout(Duration::from_secs(budget));
+        let run = lab::run(&spec)?;
+        ensure!(
+            run.rc == 0,
+            "{kernel}: the guest failed with rc {} (run dir {}):\n{}\n{}",
+            run.rc,
+            run.run_dir.display(),
+            run.stdout,
+            run.stderr
+        );
+        let header = format!(
+            "bench-overhead on {} ({} {}), {} rounds x {} s per loop, QEMU TCG single-threaded, 2 vCPUs",
+            run.kernel.release, run.kernel.package, run.kernel.version, args.rounds, args.seconds
+        );
+        let (m, observed) = collect(&run.out_dir, args.rounds)?;
+        let rows = overhead::summarize(&m)?;
+        let text = format!("{}{observed}", overhead::render(&rows, &header));
+        let dir = out.join(kernel);
+        fs::create_dir_all(&dir)?;
+        fs::write(dir.join("summary.txt"), &text)?;
+        let runs: Vec<Value> = m
+            .runs
+            .iter()
+            .map(|((round, o, load), r)| {
+                json!({"round": round, "observer": o, "load": load,
+                       "ops_per_sec": r.ops_per_sec, "faults": r.faults})
+            })
+            .collect();
+        let summary = json!({
+            "kernel": {"alias": kernel, "release": run.kernel.release,
+                        "package": run.kernel.package, "version": run.kernel.version},
+            "rounds": args.rounds, "seconds_per_loop": args.seconds,
+            "rows": rows, "runs": runs, "run_dir": run.run_dir,
+        });
+        fs::write(
+            dir.join("summary.json"),
+            serde_json::to_string_pretty(&summary)?,
+        )?;
+        print!("{text}");
+        eprintln!(
+            "bench-overhead: {kernel} took {:.0} s; {} (run dir {})",
+            t0.elapsed().as_secs_f64(),
+            dir.join("summary.txt").display(),
+            run.run_dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Reads every loop report and checks that each observer really saw the TTM faults of its
+/// rounds (an observer that failed to attach would show no overhead).
+fn collect(dir: &Path, rounds: u32) -> Result<(Measurements, String)> {
+    let mut m = Measurements::default();
+    let mut lines = String::new();
+    for round in 1..=rounds {
+        for o in Observer::ALL {
+            for load in LOADS {
+                let path = dir.join(format!("r{round}-{}-{load}.json", o.name()));
+                let text = fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let v: Value = serde_json::from_str(text.trim())
+                    .with_context(|| format!("parsing {}", path.display()))?;
+                let r = overhead::parse_loop(&v).with_context(|| path.display().to_string())?;
+                m.insert(round, o.name(), load, r)?;
+            }
+            let ttm = m.runs.get(&(round, o, "ttm")).map_or(0, |r| r.faults);
+            if matches!(o, Observer::Ttmlat | Observer::Hooks) {
+                for load in LOADS {
+                    let path = dir.join(format!("r{round}-{}-{load}.cpu", o.name()));
+                    let secs = overhead::parse_cpu(
+                        &fs::read_to_string(&path)
+                            .with_context(|| format!("reading {}", path.display()))?,
+                    )
+                    .with_context(|| path.display().to_string())?;
+                    let elapsed = m
+                        .runs
+                        .get(&(round, o, load_name(load)))
+                        .map_or(0.0, |r| r.elapsed_s);
+                    if elapsed > 0.0 {
+                        m.insert_cpu(round, o, load, secs / elapsed);
+                    }
+                }
+            }
+            let seen = match o {
+                Observer::None => continue,
+                Observer::Hooks => {
+                    // Following only pid 1: must have seen none of the loop's faults.
+                    let path = dir.join(format!("r{round}-hooks.rec.json"));
+                    let rec: Value = serde_json::from_str(
+                        &fs::read_to_string(&path)
+                            .with_context(|| format!("reading {}", path.display()))?,
+                    )
+                    .with_context(|| format!("parsing {}", path.display()))?;
+                    let n = overhead::recording_attempts(&rec)?;
+                    ensure!(
+                        n == 0,
+                        "round {round}: ttmlat --pid 1 recorded {n} attempts"
+                    );
+                    continue;
+                }
+                Observer::Ttmlat => {
+                    let path = dir.join(format!("r{round}-ttmlat.rec.json"));
+                    let rec: Value = serde_json::from_str(
+                        &fs::read_to_string(&path)
+                            .with_context(|| format!("reading {}", path.display()))?,
+                    )
+                    .with_context(|| format!("parsing {}", path.display()))?;
+                    overhead::recording_attempts(&rec)?
+                }
+                Observer::Bpftrace => {
+                    let path = dir.join(format!("r{round}-bpftrace.txt"));
+                    overhead::bpftrace_attempts(
+                        &fs::read_to_string(&path)
+                            .with_context(|| format!("reading {}", path.display()))?,
+                    )
+                }
+            };
+            // The loop's getrusage count also holds a few non-TTM faults of the process.
+            ensure!(
+                seen as f64 >= 0.98 * ttm as f64 && seen <= ttm,
+                "round {round}: {} saw {seen} TTM fault attempts but the loop made {ttm} faults",
+                o.name()
+            );
+            lines.push_str(&format!(
+                "round {round}: {} saw {seen} of the loop's {ttm} faults\n",
+                o.name()
+            ));
+        }
+    }
+    Ok((m, lines))
+}
+
+fn load_name(load: &str) -> &'static str {
+    LOADS.into_iter().find(|l| *l == load).unwrap_or("")
+}

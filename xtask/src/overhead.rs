@@ -1,0 +1,512 @@
+//! The overhead benchmark (`cargo xtask bench-overhead`): the guest script that interleaves
+//! three throughput loops under three observers, and the arithmetic that turns the loops'
+//! reports into ratios to the unobserved runs of the same round.
+
+use std::{collections::BTreeMap, fmt::Write as _};
+
+use anyhow::{Context, Result, bail, ensure};
+use serde::Serialize;
+use serde_json::Value;
+
+/// Who watches the loops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Observer {
+    None,
+    Ttmlat,
+    Bpftrace,
+    /// ttmlat attached but following only pid 1 (which makes no TTM faults): the cost of
+    /// its hooks firing, without the per-fault state, records and userspace work.
+    Hooks,
+}
+
+impl Observer {
+    pub const ALL: [Observer; 4] = [
+        Observer::None,
+        Observer::Ttmlat,
+        Observer::Bpftrace,
+        Observer::Hooks,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Observer::None => "none",
+            Observer::Ttmlat => "ttmlat",
+            Observer::Bpftrace => "bpftrace",
+            Observer::Hooks => "hooks",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| o.name() == s)
+    }
+}
+
+/// The loops of `ttmlat workload throughput`.
+pub const LOADS: [&str; 3] = ["ttm", "anon", "mmap"];
+
+/// The order of observers in `round` (1-based): rotated each round so that slow drift of the
+/// guest (page cache, TCG translation cache, host load) does not favour one observer.
+pub fn order(round: u32) -> [Observer; 4] {
+    let mut o = Observer::ALL;
+    o.rotate_left((round.saturating_sub(1) % 4) as usize);
+    o
+}
+
+/// The guest script. Writes `$LAB_OUT/r<round>-<observer>-<load>.json` (one line of
+/// `ttmlat workload throughput`), `r<round>-{ttmlat,hooks}.rec.json` (the recordings),
+/// `r<round>-{ttmlat,hooks}-<load>.cpu` (ttmlat's CPU ticks during the loop) and
+/// `r<round>-bpftrace.txt` (bpftrace's maps at exit).
+pub fn guest_script(rounds: u32, seconds: u32, bpftrace_script: &str) -> String {
+    let mut s = format!(
+        r#"set -eu
+BT_SCRIPT='{bpftrace_script}'
+command -v bpftrace >/dev/null || {{ echo "bpftrace is not installed on the host (apt-get install bpftrace)"; exit 2; }}
+loads() {{
+    for k in {loads}; do
+        "$TTMLAT" workload throughput --kind $k --duration {seconds}s > "$LAB_OUT/r$1-$2-$k.json"
+    done
+}}
+observe_none() {{ loads $1 none; }}
+# ttmlat's own CPU time (utime + stime, clock ticks) while each loop runs.
+cpu() {{ awk '{{print $14 + $15}}' /proc/$1/stat; }}
+ttmlat_loads() {{
+    for k in {loads}; do
+        c0=$(cpu $P)
+        "$TTMLAT" workload throughput --kind $k --duration {seconds}s > "$LAB_OUT/r$1-$2-$k.json"
+        echo $(( $(cpu $P) - c0 )) $(getconf CLK_TCK) > "$LAB_OUT/r$1-$2-$k.cpu"
+    done
+}}
+# $1 round, $2 observer name, rest: extra record arguments
+run_ttmlat() {{
+    r=$1; name=$2; shift 2
+    rm -f /tmp/ttmlat.ready
+    "$TTMLAT" record -o "$LAB_OUT/r$r-$name.rec.json" --ready-file /tmp/ttmlat.ready "$@" > "$LAB_OUT/r$r-$name.txt" 2>&1 &
+    P=$!
+    for i in $(seq 1 600); do [ -f /tmp/ttmlat.ready ] && break; kill -0 $P 2>/dev/null || break; sleep 0.1; done
+    [ -f /tmp/ttmlat.ready ] || {{ echo "ttmlat did not attach"; cat "$LAB_OUT/r$r-$name.txt"; exit 3; }}
+    ttmlat_loads $r $name
+    kill -INT $P; wait $P || {{ echo "ttmlat record failed"; cat "$LAB_OUT/r$r-$name.txt"; exit 4; }}
+}}
+observe_ttmlat() {{ run_ttmlat $1 ttmlat; }}
+observe_hooks() {{ run_ttmlat $1 hooks --pid 1; }}
+observe_bpftrace() {{
+    bpftrace "$BT_SCRIPT" > "$LAB_OUT/r$1-bpftrace.txt" 2>&1 &
+    P=$!
+    for i in $(seq 1 1200); do grep -q '^Attaching' "$LAB_OUT/r$1-bpftrace.txt" && break; kill -0 $P 2>/dev/null || break; sleep 0.1; done
+    grep -q '^Attaching' "$LAB_OUT/r$1-bpftrace.txt" || {{ echo "bpftrace did not attach"; cat "$LAB_OUT/r$1-bpftrace.txt"; exit 5; }}
+    # bpftrace prints "Attaching" before its last probes are in place.
+    sleep 2
+    loads $1 bpftrace
+    kill -INT $P; wait $P || {{ echo "bpftrace failed"; cat "$LAB_OUT/r$1-bpftrace.txt"; exit 6; }}
+}}
+"#,
+        loads = LOADS.join(" "),
+    );
+    for round in 1..=rounds {
+        for o in order(round) {
+            let _ = writeln!(s, "echo \"round {round}: {}\"", o.name());
+            let _ = writeln!(s, "observe_{} {round}", o.name());
+        }
+    }
+    s
+}
+
+/// One loop's report: operations per second and TTM faults (for checking that the observers
+/// saw them).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LoopResult {
+    pub ops_per_sec: f64,
+    pub faults: u64,
+    pub elapsed_s: f64,
+}
+
+pub fn parse_loop(v: &Value) -> Result<LoopResult> {
+    let ops_per_sec = v["ops_per_sec"]
+        .as_f64()
+        .filter(|x| x.is_finite() && *x > 0.0)
+        .context("no positive ops_per_sec in the loop report")?;
+    let faults = v["faults"]
+        .as_u64()
+        .context("no faults in the loop report")?;
+    let elapsed_s = v["elapsed_ns"].as_u64().unwrap_or(0) as f64 / 1e9;
+    Ok(LoopResult {
+        ops_per_sec,
+        faults,
+        elapsed_s,
+    })
+}
+
+/// Sum of the `@attempts[retval]: N` lines bpftrace printed at exit: the TTM fault attempts
+/// it observed.
+pub fn bpftrace_attempts(output: &str) -> u64 {
+    output
+        .lines()
+        .filter_map(|l| l.strip_prefix("@attempts["))
+        .filter_map(|l| l.split_once("]:"))
+        .filter_map(|(_, n)| n.trim().parse::<u64>().ok())
+        .sum()
+}
+
+/// Sum of `counts.attempts` of a ttmlat recording.
+pub fn recording_attempts(rec: &Value) -> Result<u64> {
+    let map = rec["counts"]["attempts"]
+        .as_object()
+        .context("recording has no counts.attempts")?;
+    Ok(map.values().filter_map(Value::as_u64).sum())
+}
+
+/// Throughput of every (round, observer, load).
+#[derive(Default, Debug)]
+pub struct Measurements {
+    pub runs: BTreeMap<(u32, Observer, &'static str), LoopResult>,
+    /// Share of one CPU that ttmlat's own process used while a loop ran.
+    pub ttmlat_cpu: BTreeMap<(u32, Observer, &'static str), f64>,
+}
+
+/// Parses a `.cpu` file: "<ticks> <ticks per second>"; returns CPU seconds.
+pub fn parse_cpu(text: &str) -> Result<f64> {
+    let mut it = text.split_whitespace().map(str::parse::<f64>);
+    match (it.next(), it.next()) {
+        (Some(Ok(ticks)), Some(Ok(hz))) if hz > 0.0 && ticks >= 0.0 => Ok(ticks / hz),
+        _ => bail!("bad CPU accounting line {text:?}"),
+    }
+}
+
+impl Measurements {
+    pub fn insert(&mut self, round: u32, observer: &str, load: &str, r: LoopResult) -> Result<()> {
+        let o =
+            Observer::parse(observer).with_context(|| format!("unknown observer {observer}"))?;
+        let l = LOADS
+            .into_iter()
+            .find(|x| *x == load)
+            .with_context(|| format!("unknown load {load}"))?;
+        self.runs.insert((round, o, l), r);
+        Ok(())
+    }
+
+    pub fn insert_cpu(&mut self, round: u32, observer: Observer, load: &str, share: f64) {
+        self.ttmlat_cpu.insert((round, observer, pick(load)), share);
+    }
+
+    /// Per-round ratios observed/unobserved for `observer` and `load`.
+    pub fn ratios(&self, observer: Observer, load: &str) -> Vec<f64> {
+        let rounds: Vec<u32> = self.runs.keys().map(|k| k.0).collect();
+        let mut out = Vec::new();
+        for r in rounds
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>()
+        {
+            let base = self.runs.get(&(r, Observer::None, pick(load)));
+            let obs = self.runs.get(&(r, observer, pick(load)));
+            if let (Some(b), Some(o)) = (base, obs) {
+                out.push(o.ops_per_sec / b.ops_per_sec);
+            }
+        }
+        out
+    }
+}
+
+fn pick(load: &str) -> &'static str {
+    LOADS.into_iter().find(|x| *x == load).unwrap_or("")
+}
+
+/// Median and range of a sample.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Spread {
+    pub n: usize,
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+pub fn spread(xs: &[f64]) -> Option<Spread> {
+    if xs.is_empty() {
+        return None;
+    }
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    Some(Spread {
+        n,
+        median,
+        min: v[0],
+        max: v[n - 1],
+    })
+}
+
+/// One row of the summary: a load, the two observers' throughput ratios and how ttmlat's
+/// overhead (1 − ratio) compares with bpftrace's.
+#[derive(Debug, Serialize)]
+pub struct Row {
+    pub load: &'static str,
+    pub unobserved_ops_per_sec: Spread,
+    pub ttmlat_ratio: Spread,
+    pub bpftrace_ratio: Spread,
+    /// ttmlat attached but following nothing the loop does: hook dispatch alone.
+    pub hooks_ratio: Option<Spread>,
+    /// Share of a CPU used by ttmlat's process during the loop.
+    pub ttmlat_cpu_share: Option<Spread>,
+    /// Median over rounds of (1 − ttmlat ratio) / (1 − bpftrace ratio); None when bpftrace's
+    /// overhead is not measurable (≤ 0.5%).
+    pub overhead_vs_bpftrace: Option<Spread>,
+    /// Target: ttmlat's minimum throughput ratio (None: no target for this load).
+    pub target_ratio: Option<f64>,
+}
+
+/// The issue's targets: ≥ 98% of TTM-fault and ≥ 99.5% of anonymous-fault throughput.
+pub fn target(load: &str) -> Option<f64> {
+    match load {
+        "ttm" => Some(0.98),
+        "anon" => Some(0.995),
+        _ => None,
+    }
+}
+
+pub fn summarize(m: &Measurements) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for load in LOADS {
+        let base: Vec<f64> = m
+            .runs
+            .iter()
+            .filter(|((_, o, l), _)| *o == Observer::None && *l == load)
+            .map(|(_, r)| r.ops_per_sec)
+            .collect();
+        let t = m.ratios(Observer::Ttmlat, load);
+        let b = m.ratios(Observer::Bpftrace, load);
+        ensure!(
+            !t.is_empty() && !b.is_empty(),
+            "no complete round for the {load} loop"
+        );
+        let rel: Vec<f64> = t
+            .iter()
+            .zip(&b)
+            .filter(|(_, b)| 1.0 - **b > 0.005)
+            .map(|(t, b)| (1.0 - t) / (1.0 - b))
+            .collect();
+        let cpu: Vec<f64> = m
+            .ttmlat_cpu
+            .iter()
+            .filter(|((_, o, l), _)| *o == Observer::Ttmlat && *l == load)
+            .map(|(_, v)| *v)
+            .collect();
+        let (Some(base), Some(t), Some(b)) = (spread(&base), spread(&t), spread(&b)) else {
+            bail!("empty sample for the {load} loop");
+        };
+        rows.push(Row {
+            load,
+            unobserved_ops_per_sec: base,
+            ttmlat_ratio: t,
+            bpftrace_ratio: b,
+            hooks_ratio: spread(&m.ratios(Observer::Hooks, load)),
+            ttmlat_cpu_share: spread(&cpu),
+            overhead_vs_bpftrace: spread(&rel),
+            target_ratio: target(load),
+        });
+    }
+    Ok(rows)
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", x * 100.0)
+}
+
+/// The printed table.
+pub fn render(rows: &[Row], header: &str) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "{header}");
+    let _ = writeln!(
+        s,
+        "throughput under an observer / unobserved in the same round: median [min, max] over n rounds"
+    );
+    let _ = writeln!(
+        s,
+        "{:<6} {:>14} {:>24} {:>24} {:>24} {:>24}",
+        "loop",
+        "unobserved/s",
+        "ttmlat",
+        "bpftrace",
+        "ttmlat/bpftrace overhead",
+        "ttmlat hooks only"
+    );
+    for r in rows {
+        let ratio = |x: &Spread| format!("{} [{}, {}]", pct(x.median), pct(x.min), pct(x.max));
+        let hooks = r
+            .hooks_ratio
+            .as_ref()
+            .map_or_else(|| "n/a".to_string(), ratio);
+        let rel = r.overhead_vs_bpftrace.as_ref().map_or_else(
+            || "n/a".to_string(),
+            |x| format!("{:.2} [{:.2}, {:.2}]", x.median, x.min, x.max),
+        );
+        let _ = writeln!(
+            s,
+            "{:<6} {:>14.0} {:>24} {:>24} {:>24} {:>24}",
+            r.load,
+            r.unobserved_ops_per_sec.median,
+            ratio(&r.ttmlat_ratio),
+            ratio(&r.bpftrace_ratio),
+            rel,
+            hooks
+        );
+    }
+    let _ = writeln!(
+        s,
+        "ttmlat hooks only: attached with --pid 1, so every hook fires but follows nothing"
+    );
+    for r in rows {
+        if let Some(c) = &r.ttmlat_cpu_share {
+            let _ = writeln!(
+                s,
+                "ttmlat's own process during the {} loop: {} of a CPU [{}, {}]",
+                r.load,
+                pct(c.median),
+                pct(c.min),
+                pct(c.max)
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "n = {} rounds",
+        rows.first().map_or(0, |r| r.ttmlat_ratio.n)
+    );
+    for r in rows {
+        if let Some(t) = r.target_ratio {
+            let got = r.ttmlat_ratio.median;
+            let verdict = if got >= t { "met" } else { "MISSED" };
+            let _ = writeln!(
+                s,
+                "target {}: ttmlat keeps >= {} -> {} ({verdict}{})",
+                r.load,
+                pct(t),
+                pct(got),
+                if got >= t {
+                    String::new()
+                } else {
+                    format!(", short by {:.1} points", (t - got) * 100.0)
+                }
+            );
+        }
+        if let Some(rel) = &r.overhead_vs_bpftrace {
+            let verdict = if rel.median <= 1.0 / 3.0 {
+                "met"
+            } else {
+                "MISSED"
+            };
+            let _ = writeln!(
+                s,
+                "target {}: ttmlat's overhead <= 1/3 of bpftrace's -> {:.2} ({verdict})",
+                r.load, rel.median
+            );
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lr(ops: f64) -> LoopResult {
+        LoopResult {
+            ops_per_sec: ops,
+            faults: 0,
+            elapsed_s: 1.0,
+        }
+    }
+
+    #[test]
+    fn orders_rotate_and_cover_every_observer() {
+        use Observer::*;
+        assert_eq!(order(1), [None, Ttmlat, Bpftrace, Hooks]);
+        assert_eq!(order(2), [Ttmlat, Bpftrace, Hooks, None]);
+        assert_eq!(order(4), [Hooks, None, Ttmlat, Bpftrace]);
+        assert_eq!(order(5), order(1));
+    }
+
+    #[test]
+    fn script_runs_each_observer_once_per_round() {
+        let s = guest_script(2, 3, "/x.bt");
+        for o in ["none", "ttmlat", "bpftrace", "hooks"] {
+            assert_eq!(s.matches(&format!("observe_{o} ")).count(), 2, "{o}");
+        }
+        assert!(s.contains("--duration 3s"));
+    }
+
+    #[test]
+    fn ratios_are_per_round() -> Result<()> {
+        let mut m = Measurements::default();
+        for (round, base, t, b) in [(1, 100.0, 99.0, 50.0), (2, 200.0, 196.0, 120.0)] {
+            for load in LOADS {
+                m.insert(round, "none", load, lr(base))?;
+                m.insert(round, "ttmlat", load, lr(t))?;
+                m.insert(round, "bpftrace", load, lr(b))?;
+            }
+        }
+        assert_eq!(m.ratios(Observer::Ttmlat, "ttm"), vec![0.99, 0.98]);
+        let rows = summarize(&m)?;
+        let ttm = &rows[0];
+        assert!((ttm.ttmlat_ratio.median - 0.985).abs() < 1e-12);
+        // (1-0.99)/(1-0.5) = 0.02, (1-0.98)/(1-0.6) = 0.05
+        let rel = ttm.overhead_vs_bpftrace.context("rel")?;
+        assert!((rel.median - 0.035).abs() < 1e-12, "{rel:?}");
+        let text = render(&rows, "h");
+        assert!(
+            text.contains("target ttm: ttmlat keeps >= 98.0% -> 98.5% (met)"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "target anon: ttmlat keeps >= 99.5% -> 98.5% (MISSED, short by 1.0 points)"
+            ),
+            "{text}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn incomplete_rounds_are_refused() {
+        let mut m = Measurements::default();
+        let _ = m.insert(1, "none", "ttm", lr(1.0));
+        assert!(summarize(&m).is_err());
+        assert!(m.insert(1, "perf", "ttm", lr(1.0)).is_err());
+        assert!(m.insert(1, "none", "disk", lr(1.0)).is_err());
+    }
+
+    #[test]
+    fn cpu_lines_are_seconds() {
+        assert_eq!(parse_cpu("150 100\n").ok(), Some(1.5));
+        assert!(parse_cpu("x 100").is_err());
+        assert!(parse_cpu("5 0").is_err());
+        assert!(parse_cpu("").is_err());
+    }
+
+    #[test]
+    fn bpftrace_attempt_lines_are_summed() {
+        let out =
+            "Attaching 11 probes...\n\n@attempts[256]: 14272\n@attempts[1024]: 3\n@trylock[1]: 9\n";
+        assert_eq!(bpftrace_attempts(out), 14275);
+        assert_eq!(bpftrace_attempts("garbage\n@attempts[x]: y"), 0);
+    }
+
+    #[test]
+    fn loop_reports_need_positive_throughput() {
+        let ok = serde_json::json!({"ops_per_sec": 5.0, "faults": 3});
+        assert_eq!(
+            parse_loop(&ok).ok(),
+            Some(LoopResult {
+                ops_per_sec: 5.0,
+                faults: 3,
+                elapsed_s: 0.0
+            })
+        );
+        assert!(parse_loop(&serde_json::json!({"ops_per_sec": 0.0, "faults": 3})).is_err());
+        assert!(parse_loop(&serde_json::json!({"faults": 3})).is_err());
+    }
+}
