@@ -101,6 +101,10 @@ pub struct ProbeConfig {
     /// A finished mmap_lock read wait starts the episode of a TTM fault whose handler is
     /// entered at most this long after it, with no fault completed in between.
     pub pre_lock_link_ns: u64,
+    /// Records are submitted without waking the reader until this many bytes wait in the
+    /// ring buffer (0: wake on every record). The reader also drains on a short timer, so a
+    /// fault costs no wakeup, context switch or epoll round trip of its own.
+    pub wake_bytes: u64,
 }
 
 pub mod config_flag {

@@ -20,7 +20,7 @@ use probe_common::{
 
 use crate::{
     kernel,
-    maps::{CONTENDED, EVENTS, RELEASES, THREADS, bump, config},
+    maps::{CONTENDED, EVENTS, RELEASES, THREADS, active_add, any_active, bump, config},
     watch,
 };
 
@@ -134,6 +134,7 @@ pub fn attempt_enter(kind: u8, vmf: u64, vma: u64) {
         st.pre_lock_wait_ns = end.saturating_sub(begin);
     }
     st.depth = 1;
+    active_add(1);
     st.between_attempts = 0;
     st.attempts = st.attempts.saturating_add(1);
     st.attempt_kind = kind;
@@ -175,6 +176,7 @@ pub fn attempt_exit(ret: u32) {
     if st.depth > 0 {
         return;
     }
+    active_add(u64::MAX);
     watch::attempt_exit(st.mm_lock, st.watch_base_ns, now);
     if st.in_wait != 0 {
         // The wait's kretprobe was missed; close it here so the numbers stay bounded.
@@ -229,6 +231,9 @@ fn reset_attempt(st: &mut ThreadState) {
 
 #[inline(always)]
 fn in_attempt(tid: u32) -> Option<&'static mut ThreadState> {
+    if !any_active() {
+        return None;
+    }
     state(tid).filter(|st| st.depth > 0)
 }
 
@@ -360,6 +365,9 @@ fn wait_exit_inner(st: &mut ThreadState, now: u64, ret: i32) {
 /// `up_read(sem)`: the hottest probe. One map lookup for threads not in a TTM attempt.
 #[inline(always)]
 pub fn read_unlock(sem: u64) {
+    if !any_active() {
+        return;
+    }
     let Some(st) = state(current().tid) else {
         return;
     };
@@ -381,6 +389,7 @@ pub fn thread_exit() {
     let cur = current();
     if let Some(st) = state(cur.tid) {
         if st.depth != 0 {
+            active_add(u64::MAX);
             // Exiting inside a handler means its return probe was missed.
             watch::attempt_exit(st.mm_lock, st.watch_base_ns, kernel::now());
         }
@@ -435,7 +444,7 @@ fn emit_attempt(cur: &Current, st: &ThreadState, ret: u32, now: u64, fence_drop_
         holder_stack_id: st.holder_stack_id,
         _pad: 0,
     });
-    entry.submit(0);
+    entry.submit(crate::maps::submit_flags());
 }
 
 #[inline(always)]
@@ -456,5 +465,5 @@ fn emit_abandoned(cur: &Current, st: &ThreadState) {
         ep_collateral_ns: st.ep_collateral_ns,
         comm: comm(),
     });
-    entry.submit(0);
+    entry.submit(crate::maps::submit_flags());
 }

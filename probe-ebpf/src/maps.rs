@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{LruHashMap, PerCpuArray, RingBuf, StackTrace},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf, StackTrace},
 };
 use probe_common::{
     HolderRelease, KernelLayout, MmWatch, ProbeConfig, ThreadState, WaiterState, stat,
@@ -33,6 +33,7 @@ pub static CONFIG: ProbeConfig = ProbeConfig {
     self_tgid: 0,
     flags: 0,
     pre_lock_link_ns: 0,
+    wake_bytes: 0,
 };
 
 /// Attempt, waiter and abandoned-episode records to userspace. 4 MiB; resized by userspace
@@ -66,6 +67,38 @@ pub static CONTENDED: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 
 #[map(name = "RELEASES")]
 pub static RELEASES: LruHashMap<u64, HolderRelease> = LruHashMap::with_max_entries(4096, 0);
 
+/// Threads inside a TTM attempt right now (slot 0), system-wide. A pre-filter for the hooks
+/// on hot kernel functions (`up_read`, the ww_mutex calls): while it is 0 they return after
+/// one load, without a hash lookup. Verifier-inlined array lookup, updated with XADD. A
+/// missed return can only leave it too high, which costs a lookup, never a lost fact.
+#[map(name = "ACTIVE")]
+pub static ACTIVE: Array<u64> = Array::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn active_add(delta: u64) {
+    if let Some(p) = ACTIVE.get_ptr_mut(0) {
+        // SAFETY: a valid, 8-byte aligned map value pointer.
+        unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                p, delta,
+            );
+        }
+    }
+}
+
+/// Whether any thread is inside a TTM attempt.
+#[inline(always)]
+pub fn any_active() -> bool {
+    match ACTIVE.get_ptr(0) {
+        Some(p) => {
+            // SAFETY: a valid map value pointer.
+            let n = unsafe { core::ptr::read_volatile(p) };
+            n != 0
+        }
+        None => true,
+    }
+}
+
 /// Per-CPU counters of things that went wrong (`probe_common::stat`).
 #[map(name = "STATS")]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
@@ -75,6 +108,20 @@ pub fn bump(index: u32) {
     if let Some(p) = STATS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, programs do not nest on a CPU for these attach types.
         unsafe { *p += 1 };
+    }
+}
+
+/// Flags for `submit`: wake the reader only once `wake_bytes` are waiting.
+#[inline(always)]
+pub fn submit_flags() -> u64 {
+    use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
+    let wake = config!(wake_bytes);
+    if wake == 0 {
+        0
+    } else if EVENTS.query(BPF_RB_AVAIL_DATA.into()) >= wake {
+        BPF_RB_FORCE_WAKEUP.into()
+    } else {
+        BPF_RB_NO_WAKEUP.into()
     }
 }
 

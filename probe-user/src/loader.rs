@@ -6,9 +6,9 @@ use std::os::fd::AsFd;
 
 use anyhow::{Context, Result, anyhow};
 use aya::{
-    Ebpf, EbpfLoader,
+    Btf, Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
-    programs::{KProbe, RawTracePoint},
+    programs::{FEntry, FExit, KProbe, RawTracePoint},
 };
 use probe_common::{MmWatch, ProbeConfig, ThreadState, WaiterState, config_flag, names, stat};
 
@@ -70,14 +70,24 @@ impl Probes {
             probes.kprobe("ttm_access_enter", sym)?;
             probes.kretprobe("ttm_access_exit", sym, &tracefs, opts.maxactive)?;
         }
-        if let Some(sym) = &plan.trylock {
-            probes.kretprobe("resv_trylock_exit", sym, &tracefs, opts.maxactive)?;
+        // vmlinux functions: BTF trampolines when the kernel takes them, kprobes otherwise.
+        let trampolines = match probes.vmlinux_trampolines(plan) {
+            Ok(()) => true,
+            Err(e) => {
+                log::warn!("fentry/fexit unavailable, using kprobes for vmlinux hooks: {e:#}");
+                false
+            }
+        };
+        if !trampolines {
+            if let Some(sym) = &plan.trylock {
+                probes.kretprobe("resv_trylock_exit", sym, &tracefs, opts.maxactive)?;
+            }
+            for sym in &plan.resv_lock {
+                probes.kprobe("resv_lock_enter", sym)?;
+                probes.kretprobe("resv_lock_exit", sym, &tracefs, opts.maxactive)?;
+            }
+            probes.kprobe("mmap_read_unlock", &plan.read_unlock)?;
         }
-        for sym in &plan.resv_lock {
-            probes.kprobe("resv_lock_enter", sym)?;
-            probes.kretprobe("resv_lock_exit", sym, &tracefs, opts.maxactive)?;
-        }
-        probes.kprobe("mmap_read_unlock", &plan.read_unlock)?;
         if opts.holder_stacks {
             probes.kprobe("resv_unlock_enter", "ww_mutex_unlock")?;
         }
@@ -96,6 +106,91 @@ impl Probes {
         }
         probes.raw_tracepoint("thread_exit", "sched_process_exit")?;
         Ok(probes)
+    }
+
+    /// Attaches the vmlinux hooks (trylock, reservation waits, up_read) as fentry/fexit. On
+    /// any failure, detaches what it attached, so the caller can fall back to kprobes.
+    fn vmlinux_trampolines(&mut self, plan: &AttachPlan) -> Result<()> {
+        let btf = Btf::from_sys_fs().context("reading /sys/kernel/btf/vmlinux")?;
+        let mut links: Vec<(&'static str, &str)> = Vec::new();
+        if plan.trylock.is_some() {
+            links.push(("ww_mutex_trylock_fexit", "ww_mutex_trylock"));
+        }
+        for sym in &plan.resv_lock {
+            match sym.as_str() {
+                "ww_mutex_lock_interruptible" => {
+                    links.push((
+                        "ww_mutex_lock_interruptible_fentry",
+                        "ww_mutex_lock_interruptible",
+                    ));
+                    links.push((
+                        "ww_mutex_lock_interruptible_fexit",
+                        "ww_mutex_lock_interruptible",
+                    ));
+                }
+                "ww_mutex_lock" => {
+                    links.push(("ww_mutex_lock_fentry", "ww_mutex_lock"));
+                    links.push(("ww_mutex_lock_fexit", "ww_mutex_lock"));
+                }
+                other => anyhow::bail!("no trampoline program for {other}"),
+            }
+        }
+        anyhow::ensure!(
+            plan.read_unlock == "up_read",
+            "no trampoline program for {}",
+            plan.read_unlock
+        );
+        links.push(("up_read_fentry", "up_read"));
+        let mut attached = Vec::new();
+        let result = (|| -> Result<()> {
+            for (prog, func) in &links {
+                let p = self
+                    .ebpf
+                    .program_mut(prog)
+                    .ok_or_else(|| anyhow!("program {prog} missing from the eBPF object"))?;
+                if prog.ends_with("_fentry") {
+                    let p: &mut FEntry = p.try_into()?;
+                    p.load(func, &btf)
+                        .with_context(|| format!("loading fentry program for {func}"))?;
+                    let id = p
+                        .attach()
+                        .with_context(|| format!("attaching fentry to {func}"))?;
+                    attached.push((*prog, id.into()));
+                    self.attached.push(format!("fentry:{func}"));
+                } else {
+                    let p: &mut FExit = p.try_into()?;
+                    p.load(func, &btf)
+                        .with_context(|| format!("loading fexit program for {func}"))?;
+                    let id = p
+                        .attach()
+                        .with_context(|| format!("attaching fexit to {func}"))?;
+                    attached.push((*prog, Link::Exit(id)));
+                    self.attached.push(format!("fexit:{func}"));
+                }
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            for (prog, link) in attached {
+                if let Some(p) = self.ebpf.program_mut(prog) {
+                    match link {
+                        Link::Entry(id) => {
+                            if let Ok(p) = <&mut FEntry>::try_from(p) {
+                                let _ = p.detach(id);
+                            }
+                        }
+                        Link::Exit(id) => {
+                            if let Ok(p) = <&mut FExit>::try_from(p) {
+                                let _ = p.detach(id);
+                            }
+                        }
+                    }
+                }
+            }
+            self.attached
+                .retain(|a| !a.starts_with("fentry:") && !a.starts_with("fexit:"));
+        }
+        result
     }
 
     fn kprobe_prog(&mut self, prog: &str) -> Result<&mut KProbe> {
@@ -208,6 +303,18 @@ impl Probes {
         let hash: HashMap<&MapData, K, V> =
             HashMap::try_from(map).with_context(|| format!("map {name} is not a hash map"))?;
         Ok(hash.keys().filter(Result::is_ok).count())
+    }
+}
+
+/// A trampoline link, to undo a partial attach.
+enum Link {
+    Entry(aya::programs::fentry::FEntryLinkId),
+    Exit(aya::programs::fexit::FExitLinkId),
+}
+
+impl From<aya::programs::fentry::FEntryLinkId> for Link {
+    fn from(id: aya::programs::fentry::FEntryLinkId) -> Self {
+        Link::Entry(id)
     }
 }
 

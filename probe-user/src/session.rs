@@ -98,6 +98,10 @@ impl RecordSink for () {
     fn record(&mut self, _: &Record) {}
 }
 
+/// How often the reader drains the ring buffer without being woken (the probes wake it only
+/// when an eighth of the ring is full; see `ProbeConfig::wake_bytes`).
+const DRAIN_EVERY: Duration = Duration::from_millis(100);
+
 /// Runs a session. `on_interval` is called every `interval` with that interval's aggregate.
 pub async fn run(
     args: &TraceArgs,
@@ -143,6 +147,9 @@ pub async fn run_with_sink(
         .checked_mul(1024)
         .filter(|b| b.is_power_of_two() && *b >= 4096)
         .context("--ring-buffer-kib must be a power of two ≥ 4")?;
+    // An eighth of the ring: the reader wakes long before the ring can fill, and otherwise
+    // drains every DRAIN_EVERY.
+    config.wake_bytes = u64::from(ring_bytes / 8);
     let mut probes = Probes::load(
         &plan,
         &LoadOptions {
@@ -196,6 +203,8 @@ pub async fn run_with_sink(
         Stop::Signal => None,
     };
     let mut ticker = interval.map(|i| tokio::time::interval_at(tokio::time::Instant::now() + i, i));
+    let mut drain_tick = tokio::time::interval(DRAIN_EVERY);
+    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut current = Aggregate::new();
     let mut total = Aggregate::new();
     let mut undecodable = 0u64;
@@ -205,6 +214,9 @@ pub async fn run_with_sink(
                 let mut guard = guard.context("ring buffer poll")?;
                 drain(guard.get_inner_mut(), sink, &mut current, &mut undecodable);
                 guard.clear_ready();
+            }
+            _ = drain_tick.tick() => {
+                drain(ring.get_mut(), sink, &mut current, &mut undecodable);
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,

@@ -1010,16 +1010,11 @@ fn strategy(f: &Facts, plan: &Result<AttachPlan, Option<PlanError>>) -> Check {
             "none (no TTM fault handler to attach to)",
         );
     };
-    let mut entries = p.fault_handlers.len()
-        + usize::from(p.reserve.is_some())
-        + usize::from(p.access.is_some())
-        + p.resv_lock.len()
-        + 1;
-    let mut returns = p.fault_handlers.len()
-        + usize::from(p.reserve.is_some())
-        + usize::from(p.access.is_some())
-        + usize::from(p.trylock.is_some())
-        + p.resv_lock.len();
+    let module =
+        p.fault_handlers.len() + usize::from(p.reserve.is_some()) + usize::from(p.access.is_some());
+    let mut entries = module;
+    let mut returns = module;
+    let trampolines = usize::from(p.trylock.is_some()) + 2 * p.resv_lock.len() + 1;
     let (contention, state) = match &p.contention {
         ContentionSource::Tracepoints => (
             "raw tracepoints lock:contention_begin/end".to_string(),
@@ -1041,7 +1036,8 @@ fn strategy(f: &Facts, plan: &Result<AttachPlan, Option<PlanError>>) -> Check {
         state,
         format!(
             "{entries} entry kprobes (perf kprobe PMU); {returns} return probes via tracefs \
-             kprobe_events, maxactive {}; contention: {contention}; thread exit: raw \
+             kprobe_events, maxactive {}; {trampolines} fentry/fexit on vmlinux functions \
+             (kprobes if the kernel refuses them); contention: {contention}; thread exit: raw \
              tracepoint sched_process_exit",
             f.maxactive
         ),

@@ -95,8 +95,9 @@ fn a_passing_machine_can_run() {
     );
     let strategy = line(&r, "attach_strategy");
     assert!(
-        strategy.starts_with("[ ok ] attach strategy: 6 entry kprobes")
-            && strategy.contains("6 return probes via tracefs kprobe_events, maxactive 1024")
+        strategy.starts_with("[ ok ] attach strategy: 3 entry kprobes")
+            && strategy.contains("3 return probes via tracefs kprobe_events, maxactive 1024")
+            && strategy.contains("6 fentry/fexit on vmlinux functions")
             && strategy.contains("contention: raw tracepoints lock:contention_begin/end"),
         "{strategy}"
     );
