@@ -143,6 +143,12 @@ pub const MAX_OPEN_EPISODES: usize = 65536;
 
 /// `key` if the map already has it or has room, else the catch-all `other`: every map that
 /// is keyed by something the kernel or the workload chooses stays bounded.
+/// The bytes of a NUL-padded kernel string up to its first NUL.
+fn nul_trimmed(bytes: &[u8]) -> &[u8] {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    &bytes[..end]
+}
+
 fn bounded<K>(len: usize, has: bool, cap: usize, key: K, other: K) -> K {
     if has || len < cap { key } else { other }
 }
@@ -218,10 +224,22 @@ impl Aggregate {
     }
 
     fn record(&mut self, metric: Metric, class: &str, value: u64) {
-        self.histograms
-            .entry((metric, class.to_string()))
-            .or_insert_with(new_histogram)
-            .saturating_record(value);
+        // Per record: find the histogram without allocating a key (String::new() does not
+        // allocate; a metric has a handful of classes).
+        let existing = self
+            .histograms
+            .range_mut((metric, String::new())..)
+            .take_while(|((m, _), _)| *m == metric)
+            .find(|((_, c), _)| c == class)
+            .map(|(_, h)| h);
+        match existing {
+            Some(h) => h.saturating_record(value),
+            None => self
+                .histograms
+                .entry((metric, class.to_string()))
+                .or_insert_with(new_histogram)
+                .saturating_record(value),
+        }
     }
 
     pub fn add(&mut self, rec: &Record) {
@@ -279,9 +297,13 @@ impl Aggregate {
         if a.flags & attempt_flag::UNBALANCED != 0 {
             self.unbalanced += 1;
         }
-        let driver = cstr(&a.driver);
-        if !driver.is_empty() {
-            self.drivers.insert(driver);
+        if a.driver[0] != 0
+            && !self
+                .drivers
+                .iter()
+                .any(|d| d.as_bytes() == nul_trimmed(&a.driver))
+        {
+            self.drivers.insert(cstr(&a.driver));
         }
         if a.flags & attempt_flag::HOLDER_KNOWN != 0 {
             let key = (a.holder_tgid, cstr(&a.holder_comm));
@@ -305,19 +327,25 @@ impl Aggregate {
             );
             *self.holder_stacks.entry(key).or_default() += 1;
         }
-        if self.open.len() >= MAX_OPEN_EPISODES && !self.open.contains_key(&a.tid) {
-            self.open.clear();
-        }
-        let paths = self.open.entry(a.tid).or_default();
-        if a.attempt <= 1 {
-            paths.clear();
-        }
-        paths.push(path);
-        if a.flags & attempt_flag::EPISODE_END == 0 {
-            return;
-        }
-        let paths = self.open.remove(&a.tid).unwrap_or_default();
-        let ep = episode_path(&paths);
+        let ep = if a.attempt <= 1 && a.flags & attempt_flag::EPISODE_END != 0 {
+            // A one-attempt episode (the common case): no per-thread bookkeeping.
+            self.open.remove(&a.tid);
+            episode_path(&[path])
+        } else {
+            if self.open.len() >= MAX_OPEN_EPISODES && !self.open.contains_key(&a.tid) {
+                self.open.clear();
+            }
+            let paths = self.open.entry(a.tid).or_default();
+            if a.attempt <= 1 {
+                paths.clear();
+            }
+            paths.push(path);
+            if a.flags & attempt_flag::EPISODE_END == 0 {
+                return;
+            }
+            let paths = self.open.remove(&a.tid).unwrap_or_default();
+            episode_path(&paths)
+        };
         let class = ep.name();
         *self.episodes.entry(ep).or_default() += 1;
         let latency = a.attempt_end_ns.saturating_sub(a.episode_start_ns);
