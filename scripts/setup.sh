@@ -10,6 +10,7 @@
 #
 # Steps:
 #   1. apt packages: qemu-system-x86 busybox-static kmod cpio xz-utils zstd prometheus curl
+#      bpftrace
 #   2. rust nightly + rust-src (for building the eBPF crate)
 #   3. bpf-linker, built against the nightly's own LLVM, in target/tools/bin
 #   4. `cargo xtask prepare-lab`: resolve, download and unpack the "6.1" and
@@ -39,7 +40,8 @@ command -v rustup >/dev/null || die "rustup not found; install rustup (stable + 
 
 # 1. apt packages ----------------------------------------------------------
 # prometheus + curl: the lab's Prometheus scrape test (promtool, a real server).
-APT_PACKAGES=(qemu-system-x86 busybox-static kmod cpio xz-utils zstd prometheus curl)
+# bpftrace: the baseline of `cargo xtask bench-overhead` (runs in the guest, never here).
+APT_PACKAGES=(qemu-system-x86 busybox-static kmod cpio xz-utils zstd prometheus curl bpftrace)
 installed() { [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]; }
 missing=()
 for p in "${APT_PACKAGES[@]}"; do installed "$p" || missing+=("$p"); done

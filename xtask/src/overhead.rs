@@ -2,7 +2,7 @@
 //! three throughput loops under three observers, and the arithmetic that turns the loops'
 //! reports into ratios to the unobserved runs of the same round.
 
-use std::{collections::BTreeMap, fmt::Write as _};
+use std::{collections::BTreeMap, fmt::Write as _, fs, path::Path};
 
 use anyhow::{Context, Result, bail, ensure};
 use serde::Serialize;
@@ -407,6 +407,93 @@ pub fn render(rows: &[Row], header: &str) -> String {
         }
     }
     s
+}
+
+/// Reads every loop report and checks that each observer really saw the TTM faults of its
+/// rounds (an observer that failed to attach would show no overhead).
+pub fn collect(dir: &Path, rounds: u32) -> Result<(Measurements, String)> {
+    let mut m = Measurements::default();
+    let mut lines = String::new();
+    for round in 1..=rounds {
+        for o in Observer::ALL {
+            for load in LOADS {
+                let path = dir.join(format!("r{round}-{}-{load}.json", o.name()));
+                let text = fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let v: Value = serde_json::from_str(text.trim())
+                    .with_context(|| format!("parsing {}", path.display()))?;
+                let r = parse_loop(&v).with_context(|| path.display().to_string())?;
+                m.insert(round, o.name(), load, r)?;
+            }
+            let ttm = m.runs.get(&(round, o, "ttm")).map_or(0, |r| r.faults);
+            if matches!(o, Observer::Ttmlat | Observer::Hooks) {
+                for load in LOADS {
+                    let path = dir.join(format!("r{round}-{}-{load}.cpu", o.name()));
+                    let secs = parse_cpu(
+                        &fs::read_to_string(&path)
+                            .with_context(|| format!("reading {}", path.display()))?,
+                    )
+                    .with_context(|| path.display().to_string())?;
+                    let elapsed = m
+                        .runs
+                        .get(&(round, o, load_name(load)))
+                        .map_or(0.0, |r| r.elapsed_s);
+                    if elapsed > 0.0 {
+                        m.insert_cpu(round, o, load, secs / elapsed);
+                    }
+                }
+            }
+            let seen = match o {
+                Observer::None => continue,
+                Observer::Hooks => {
+                    // Following only pid 1: must have seen none of the loop's faults.
+                    let path = dir.join(format!("r{round}-hooks.rec.json"));
+                    let rec: Value = serde_json::from_str(
+                        &fs::read_to_string(&path)
+                            .with_context(|| format!("reading {}", path.display()))?,
+                    )
+                    .with_context(|| format!("parsing {}", path.display()))?;
+                    let n = recording_attempts(&rec)?;
+                    ensure!(
+                        n == 0,
+                        "round {round}: ttmlat --pid 1 recorded {n} attempts"
+                    );
+                    continue;
+                }
+                Observer::Ttmlat => {
+                    let path = dir.join(format!("r{round}-ttmlat.rec.json"));
+                    let rec: Value = serde_json::from_str(
+                        &fs::read_to_string(&path)
+                            .with_context(|| format!("reading {}", path.display()))?,
+                    )
+                    .with_context(|| format!("parsing {}", path.display()))?;
+                    recording_attempts(&rec)?
+                }
+                Observer::Bpftrace => {
+                    let path = dir.join(format!("r{round}-bpftrace.txt"));
+                    bpftrace_attempts(
+                        &fs::read_to_string(&path)
+                            .with_context(|| format!("reading {}", path.display()))?,
+                    )
+                }
+            };
+            // The loop's getrusage count also holds a few non-TTM faults of the process.
+            ensure!(
+                seen as f64 >= 0.98 * ttm as f64 && seen <= ttm,
+                "round {round}: {} saw {seen} TTM fault attempts but the loop made {ttm} faults",
+                o.name()
+            );
+            lines.push_str(&format!(
+                "round {round}: {} saw {seen} of the loop's {ttm} faults\n",
+                o.name()
+            ));
+        }
+    }
+    Ok((m, lines))
+}
+
+fn load_name(load: &str) -> &'static str {
+    LOADS.into_iter().find(|l| *l == load).unwrap_or("")
 }
 
 #[cfg(test)]

@@ -83,6 +83,8 @@ pub fn test(args: &TestArgs) -> ExitCode {
                 "lab_bench",
                 "--test",
                 "lab_serve",
+                "--test",
+                "lab_overhead",
                 "--",
                 "--ignored",
                 // One guest at a time: each TCG guest then has a host core to itself, which
