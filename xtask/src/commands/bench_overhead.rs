@@ -76,8 +76,8 @@ fn run(args: &BenchOverheadArgs) -> Result<()> {
     for kernel in &args.kernels {
         let t0 = Instant::now();
         let script = overhead::guest_script(args.rounds, args.seconds, &bt_str);
-        // Per round: 9 loop runs, two observer start-ups (bpftrace compiles for ~30 s under TCG).
-        let budget = 120 + u64::from(args.rounds) * (9 * u64::from(args.seconds) + 120);
+        // Per round: 15 loop runs, three observer start-ups (bpftrace compiles for ~30 s under TCG).
+        let budget = 120 + u64::from(args.rounds) * (15 * u64::from(args.seconds) + 150);
         let spec = LabSpec::new(kernel.as_str(), &script)
             .env("TTMLAT", ttmlat.display().to_string())
             .timeout(Duration::from_secs(budget));
