@@ -249,8 +249,14 @@ impl Recording {
         };
         let mut tmp = tempfile::NamedTempFile::new_in(dir)
             .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-        serde_json::to_writer_pretty(&mut tmp, self).context("serialising the recording")?;
-        tmp.write_all(b"\n")?;
+        // Buffered: unbuffered, serde_json issues one write(2) per token (some 25 000 for a
+        // 600 KB recording), minutes on a slow or network file system at every exit.
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, tmp.as_file_mut());
+        serde_json::to_writer_pretty(&mut out, self).context("serialising the recording")?;
+        out.write_all(b"\n")?;
+        out.into_inner()
+            .map_err(|e| e.into_error())
+            .context("writing the recording")?;
         tmp.as_file().sync_all().context("fsync of the recording")?;
         tmp.persist(path)
             .map_err(|e| e.error)

@@ -3,11 +3,13 @@
 //!     cargo build --release -p probe-user
 //!     cargo test -p xtask --test lab_faults -- --ignored
 
+use std::{collections::BTreeMap, time::Duration};
+
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 use xtask::{
-    lab::TtmVariant,
-    labtest::{num, read_json, record_start, record_stop, run_script},
+    lab::{self, LabSpec, TtmVariant},
+    labtest::{num, read_json, record_start, record_stop, run_script, ttmlat_binary},
 };
 
 /// The stack the lab loads, in unload order.
@@ -169,5 +171,392 @@ sleep 1
         .get(pid.to_string())
         .context("the recording lost the faults made before the unload")?;
     ensure!(num(&p["episodes"]) > 0);
+    Ok(())
+}
+
+/// Scrape waves of [`serve_survives_100_concurrent_scrapes`].
+const WAVES: usize = 5;
+/// Concurrent scrapes per wave.
+const SCRAPES: usize = 100;
+/// Metric families `ttmlat serve` exports (one `# TYPE` line each in a complete scrape).
+const FAMILIES: usize = 11;
+/// Reasons of `ttmlat_lost_events_total` (the last family: all present = scrape complete).
+const LOST_REASONS: usize = 8;
+/// `ttmlat serve --max-connections` default: connections (fds) it holds at most.
+const SERVE_MAX_CONNECTIONS: u64 = 64;
+/// Threads of `ttmlat serve`: the runtime thread plus at most 2 rendering threads.
+const SERVE_MAX_THREADS: u64 = 3;
+
+/// The series of one metric in a text exposition: (labels, value).
+fn series(text: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let (labels, value) = match rest.strip_prefix('{') {
+                Some(r) => {
+                    let (labels, v) = r.split_once("} ")?;
+                    (labels, v)
+                }
+                None => ("", rest.strip_prefix(' ')?),
+            };
+            let labels = labels
+                .split("\",")
+                .filter(|kv| !kv.is_empty())
+                .filter_map(|kv| {
+                    let (k, v) = kv.split_once("=\"")?;
+                    Some((k.to_string(), v.trim_end_matches('"').to_string()))
+                })
+                .collect();
+            Some((labels, value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// A counter family summed by `path` (zeros dropped, as the recordings' count maps).
+fn by_path(text: &str, name: &str) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for (labels, v) in series(text, name) {
+        *out.entry(labels.get("path").cloned().unwrap_or_default())
+            .or_insert(0) += v as u64;
+    }
+    out.retain(|_, n| *n > 0);
+    out
+}
+
+/// A recording's count map (path → n), zeros dropped.
+fn count_map(v: &Value) -> BTreeMap<String, u64> {
+    v.as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
+                .filter(|(_, n)| *n > 0)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `label rss_kib threads fds` lines of the guest's probes of the serve process, in order.
+fn proc_figures(text: &str) -> Vec<(String, [u64; 3])> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let n = |i: usize| f.get(i)?.parse::<u64>().ok();
+            Some((f.first()?.to_string(), [n(1)?, n(2)?, n(3)?]))
+        })
+        .collect()
+}
+
+/// `ttmlat serve` while `ttmlat stress` faults and [`WAVES`] waves of [`SCRAPES`] concurrent
+/// curl scrapes hit /metrics: every scrape answers 200 with a complete exposition, the
+/// served counters equal both serve's own recording and an independent `ttmlat record`
+/// (no event lost to the scrapes), and the server's fds, threads and RSS stay bounded.
+#[test]
+#[ignore = "boots QEMU; needs root, ./scripts/setup.sh, a release build, curl and promtool"]
+fn serve_survives_100_concurrent_scrapes() -> Result<()> {
+    let body = format!(
+        r#"set -eu
+ip link set lo up 2>/dev/null || busybox ip link set lo up
+command -v curl > /dev/null || {{ echo "curl is not installed on the host"; exit 2; }}
+command -v promtool > /dev/null || {{ echo "promtool is not installed on the host (apt-get install prometheus)"; exit 2; }}
+step() {{ echo "$EPOCHREALTIME $*" >> $LAB_OUT/steps.txt; }}
+URL=http://127.0.0.1:10471/metrics
+$TTMLAT serve -o $LAB_OUT/serve_rec.json --ready-file /tmp/serve.ready > $LAB_OUT/serve.txt 2>&1 &
+SERVE=$!
+for i in $(seq 1 600); do [ -f /tmp/serve.ready ] && break; kill -0 $SERVE 2>/dev/null || break; sleep 0.1; done
+[ -f /tmp/serve.ready ] || {{ echo "ttmlat serve did not attach"; cat $LAB_OUT/serve.txt; exit 3; }}
+step serve attached
+{rec}step record attached
+# "RSS_KiB threads fds" of serve, with shell builtins only (the emulated guest is slow to fork).
+figures() {{
+    local k v rest rss=0 thr=0
+    while read -r k v rest; do
+        case $k in VmRSS:) rss=$v ;; Threads:) thr=$v ;; esac
+    done < /proc/$SERVE/status
+    local f=(/proc/$SERVE/fd/*)
+    echo "$rss $thr ${{#f[@]}}"
+}}
+probe() {{ echo "$1 $(figures)" >> $LAB_OUT/proc.txt; }}
+fds() {{ local f=(/proc/$SERVE/fd/*); echo ${{#f[@]}}; }}
+curl -fsS $URL > $LAB_OUT/scrape_idle.txt
+sleep 1
+probe baseline
+BASE_FDS=$(fds)
+(
+    while [ ! -f /tmp/sampler.stop ] && kill -0 $SERVE 2>/dev/null; do
+        echo "$EPOCHREALTIME $(figures)"
+        sleep 0.25
+    done > $LAB_OUT/samples.txt
+) &
+SAMPLER=$!
+# Contended faults for as long as the waves last (stopped with SIGINT below); a light load:
+# the guest's two vCPUs share one emulation thread.
+$TTMLAT stress --scenario cross-process --threads 4 --size 4M --victim-interval 10ms --duration 1800s --json --ready-file /tmp/st.ready > $LAB_OUT/stress.json 2> $LAB_OUT/stress.err &
+ST=$!
+for i in $(seq 1 600); do [ -f /tmp/st.ready ] && break; kill -0 $ST 2>/dev/null || break; sleep 0.1; done
+[ -f /tmp/st.ready ] || {{ echo "stress did not start"; cat $LAB_OUT/stress.err; exit 3; }}
+step stress started
+sleep 3
+mkdir -p /tmp/sc
+for w in $(seq 1 {WAVES}); do
+    T0=$EPOCHREALTIME
+    # One curl, {SCRAPES} connections at once (separate curl processes would mostly measure
+    # process start-up in the emulated guest).
+    curl -sS --no-progress-meter --parallel --parallel-immediate --parallel-max {SCRAPES} -m 60 \
+        -o "/tmp/sc/$w-#1.txt" \
+        -w '%{{url_effective}} %{{http_code}} %{{size_download}} %{{time_total}} %{{exitcode}}\n' \
+        "$URL?n=[1-{SCRAPES}]" > $LAB_OUT/wave$w.status 2> $LAB_OUT/wave$w.err &
+    CURL=$!
+    # Mid-wave: once the connections are open.
+    for i in $(seq 1 300); do [ $(fds) -gt $((BASE_FDS + 16)) ] && break; kill -0 $CURL 2>/dev/null || break; sleep 0.1; done
+    probe during$w
+    wait $CURL || true
+    T1=$EPOCHREALTIME
+    probe after$w
+    echo "$w $T0 $T1" >> $LAB_OUT/waves.txt
+    step wave $w done
+    awk '/^# TYPE / {{ t[FILENAME]++ }} /^ttmlat_lost_events_total[{{]/ {{ l[FILENAME]++ }}
+         END {{ for (f in t) {{ n = split(f, a, "/"); print a[n], t[f], l[f] + 0 }} }}' /tmp/sc/$w-*.txt > $LAB_OUT/wave$w.bodies
+    for i in 1 50 {SCRAPES}; do cp /tmp/sc/$w-$i.txt $LAB_OUT/scrape_w$w-$i.txt; done
+    rm -f /tmp/sc/$w-*
+done
+# Connections closed by the clients: the server's fds are back near the baseline.
+for i in $(seq 1 100); do [ $(fds) -le $((BASE_FDS + 2)) ] && break; sleep 0.1; done
+probe settled
+kill -INT $ST
+wait $ST || {{ echo "stress failed"; cat $LAB_OUT/stress.err; exit 6; }}
+step stress stopped
+# Longer than serve's --stats-interval (2 s): the loss counters are polled after the last fault.
+sleep 3
+{stop}step record stopped
+curl -fsS $URL > $LAB_OUT/scrape_final.txt
+probe final
+touch /tmp/sampler.stop
+wait $SAMPLER || true
+kill -INT $SERVE
+wait $SERVE || {{ echo "ttmlat serve failed"; cat $LAB_OUT/serve.txt; exit 7; }}
+step serve stopped
+$TTMLAT show --json $LAB_OUT/serve_rec.json > /dev/null
+promtool check metrics < $LAB_OUT/scrape_w1-50.txt > $LAB_OUT/promtool.txt 2>&1 || {{ echo "promtool rejects a scrape taken during a wave"; cat $LAB_OUT/promtool.txt; exit 5; }}
+step done
+"#,
+        rec = record_start("rec", ""),
+        stop = record_stop("rec", "INT"),
+    );
+    // The emulated guest is slow: 600 s (run_script) is not enough for the waves.
+    let spec = LabSpec::new("6.12", body)
+        .ttm(TtmVariant::Stock)
+        .env("TTMLAT", ttmlat_binary()?.display().to_string())
+        .timeout(Duration::from_secs(1500));
+    let run = lab::run(&spec)?;
+    let steps = std::fs::read_to_string(run.out_dir.join("steps.txt")).unwrap_or_default();
+    eprintln!("guest steps:\n{steps}");
+    ensure!(
+        run.rc == 0,
+        "guest script failed with rc {} (run dir {}):\n{}\n{}",
+        run.rc,
+        run.run_dir.display(),
+        run.stdout,
+        run.stderr
+    );
+    let out = |name: &str| {
+        std::fs::read_to_string(run.out_dir.join(name)).with_context(|| format!("reading {name}"))
+    };
+
+    // Every scrape: HTTP 200, curl exit 0, a complete exposition.
+    let mut ok = 0;
+    let mut failures = Vec::new();
+    let mut slowest = 0f64;
+    for w in 1..=WAVES {
+        let status = out(&format!("wave{w}.status"))?;
+        let bodies = out(&format!("wave{w}.bodies"))?;
+        let complete: BTreeMap<&str, (u64, u64)> = bodies
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                Some((
+                    f.first()?.trim_end_matches(".txt"),
+                    (f.get(1)?.parse().ok()?, f.get(2)?.parse().ok()?),
+                ))
+            })
+            .collect();
+        let mut seen = 0;
+        for l in status.lines() {
+            // "<url>?n=<i> <code> <size> <seconds> <curl exit code>"
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let name = format!(
+                "{w}-{}",
+                f.first()
+                    .and_then(|u| u.rsplit_once("n="))
+                    .map_or("?", |(_, i)| i)
+            );
+            seen += 1;
+            let (code, size, time, rc) = (
+                f.get(1).copied().unwrap_or("?"),
+                f.get(2).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0),
+                f.get(3)
+                    .and_then(|s| s.parse::<f64>().ok())
+                    .unwrap_or(f64::NAN),
+                f.get(4).copied().unwrap_or("?"),
+            );
+            slowest = slowest.max(time);
+            let full = complete.get(name.as_str()) == Some(&(FAMILIES as u64, LOST_REASONS as u64));
+            if code == "200" && rc == "0" && size > 0 && full {
+                ok += 1;
+            } else {
+                failures.push(format!(
+                    "{l} (families/lost lines {:?})",
+                    complete.get(name.as_str())
+                ));
+            }
+        }
+        ensure!(
+            seen == SCRAPES,
+            "wave {w}: {seen} status lines for {SCRAPES} scrapes"
+        );
+    }
+    let waves = out("waves.txt")?;
+    let wave_secs: Vec<f64> = waves
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<f64> = l
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            Some(f.get(2)? - f.get(1)?)
+        })
+        .collect();
+    eprintln!(
+        "scrapes: {ok}/{} answered 200 with a complete exposition; wave wall times {:?} s; slowest scrape {slowest:.3} s",
+        WAVES * SCRAPES,
+        wave_secs
+            .iter()
+            .map(|s| (s * 100.0).round() / 100.0)
+            .collect::<Vec<_>>()
+    );
+    ensure!(
+        failures.is_empty(),
+        "{} scrapes failed or were incomplete, e.g.: {:?}; curl errors: {}",
+        failures.len(),
+        &failures[..failures.len().min(5)],
+        out("wave1.err").unwrap_or_default()
+    );
+
+    // The server's footprint: baseline, during and after each wave, after settling.
+    let procs = proc_figures(&out("proc.txt")?);
+    let samples = out("samples.txt")?;
+    let max_sample = |i: usize| {
+        samples
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(i)?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0)
+    };
+    let figures = |label: &str| {
+        procs
+            .iter()
+            .find(|(l, _)| l == label)
+            .map(|(_, f)| *f)
+            .with_context(|| format!("no {label} figures in proc.txt"))
+    };
+    let [base_rss, base_threads, base_fds] = figures("baseline")?;
+    for (label, [rss, threads, fds]) in &procs {
+        eprintln!(
+            "serve {label:>9}: RSS {:6.1} MiB, {threads} threads, {fds:3} fds",
+            *rss as f64 / 1024.0
+        );
+    }
+    let (peak_rss, peak_threads, peak_fds) = (max_sample(1), max_sample(2), max_sample(3));
+    let times: Vec<f64> = samples
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    let every = match (times.first(), times.last()) {
+        (Some(a), Some(b)) if times.len() > 1 => (b - a) / (times.len() - 1) as f64,
+        _ => f64::NAN,
+    };
+    eprintln!(
+        "serve peak over {} samples (one every {every:.2} s): RSS {:.1} MiB, {peak_threads} threads, {peak_fds} fds",
+        times.len(),
+        peak_rss as f64 / 1024.0,
+    );
+    let [rss, threads, fds] = figures("settled")?;
+    ensure!(
+        fds <= base_fds + 3,
+        "fds did not return to the baseline after the waves: {base_fds} → {fds}"
+    );
+    ensure!(
+        peak_fds <= base_fds + SERVE_MAX_CONNECTIONS + 3,
+        "more fds than --max-connections allows: baseline {base_fds}, peak {peak_fds}"
+    );
+    ensure!(
+        rss.max(peak_rss) <= base_rss + 64 * 1024,
+        "RSS grew beyond baseline + 64 MiB: {base_rss} KiB → peak {peak_rss} KiB, after {rss} KiB"
+    );
+    ensure!(
+        base_threads.max(threads).max(peak_threads) <= SERVE_MAX_THREADS,
+        "threads not bounded: baseline {base_threads}, after {threads}, peak {peak_threads}"
+    );
+
+    // Nothing lost: the final scrape equals serve's recording and the independent record.
+    let final_scrape = out("scrape_final.txt")?;
+    let serve_rec = read_json(&run, "serve_rec.json")?;
+    let rec = read_json(&run, "rec.json")?;
+    let m_episodes = by_path(&final_scrape, "ttmlat_fault_episodes_total");
+    let m_attempts = by_path(&final_scrape, "ttmlat_fault_attempts_total");
+    let lost: f64 = series(&final_scrape, "ttmlat_lost_events_total")
+        .iter()
+        .map(|(_, v)| v)
+        .sum();
+    let total = |m: &BTreeMap<String, u64>| m.values().sum::<u64>();
+    eprintln!(
+        "episodes: /metrics {} {m_episodes:?}, serve's recording {}, ttmlat record {}",
+        total(&m_episodes),
+        total(&count_map(&serve_rec["counts"]["episodes"])),
+        total(&count_map(&rec["counts"]["episodes"]))
+    );
+    eprintln!(
+        "attempts: /metrics {} {m_attempts:?}, serve's recording {}, ttmlat record {}; lost events {lost}, ring buffer drops serve {} record {}",
+        total(&m_attempts),
+        total(&count_map(&serve_rec["counts"]["attempts"])),
+        total(&count_map(&rec["counts"]["attempts"])),
+        serve_rec["probe_stats"]["ringbuf_drops"],
+        rec["probe_stats"]["ringbuf_drops"]
+    );
+    for (what, r) in [("serve's recording", &serve_rec), ("ttmlat record", &rec)] {
+        ensure!(
+            m_episodes == count_map(&r["counts"]["episodes"]),
+            "episodes by path: /metrics {m_episodes:?}, {what} {}",
+            r["counts"]["episodes"]
+        );
+        ensure!(
+            m_attempts == count_map(&r["counts"]["attempts"]),
+            "attempts by path: /metrics {m_attempts:?}, {what} {}",
+            r["counts"]["attempts"]
+        );
+        ensure!(
+            num(&r["probe_stats"]["ringbuf_drops"]) == 0,
+            "{what}: ring buffer drops {}",
+            r["probe_stats"]["ringbuf_drops"]
+        );
+    }
+    ensure!(lost == 0.0, "ttmlat_lost_events_total is {lost}");
+    // The stress faults overlapped the waves: the first wave saw fewer episodes than the end.
+    let first = total(&by_path(
+        &out("scrape_w1-1.txt")?,
+        "ttmlat_fault_episodes_total",
+    ));
+    let last = total(&by_path(
+        &out(&format!("scrape_w{WAVES}-{SCRAPES}.txt"))?,
+        "ttmlat_fault_episodes_total",
+    ));
+    eprintln!(
+        "episodes served: first scrape of wave 1 {first}, last of wave {WAVES} {last}, final {}",
+        total(&m_episodes)
+    );
+    ensure!(
+        first < last && total(&m_episodes) >= 50,
+        "the stress faults did not overlap the scrape waves ({first} → {last} → {})",
+        total(&m_episodes)
+    );
     Ok(())
 }

@@ -449,6 +449,107 @@ fn http_negotiates_text_and_protobuf() {
     });
 }
 
+/// `GET /metrics` over a fresh connection: the whole response, or why not.
+async fn get_metrics(addr: std::net::SocketAddr) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// The server as `ttmlat serve` runs it: the connection-capped listener and the router.
+async fn limited_server(
+    metrics: Arc<Metrics>,
+    max_connections: usize,
+    client_timeout: std::time::Duration,
+) -> (
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let listener = super::Limited::new(listener, max_connections, client_timeout);
+    let app = super::router(metrics);
+    (
+        addr,
+        tokio::spawn(async move { axum::serve(listener, app).await }),
+    )
+}
+
+/// 100 clients at once against 8 connection slots and 2 render turns: every one gets a
+/// complete exposition (the rest wait in the backlog and the render queue, none is refused).
+#[test]
+fn hundred_concurrent_scrapes_all_complete() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(super::MAX_RENDERS)
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let (metrics, _) = fed(true, 32, b"c");
+        let families = text(&metrics).matches("# TYPE ").count();
+        let (addr, server) = limited_server(metrics, 8, std::time::Duration::from_secs(30)).await;
+        let clients: Vec<_> = (0..100).map(|_| tokio::spawn(get_metrics(addr))).collect();
+        for c in clients {
+            let r = c.await.expect("client task").expect("client I/O");
+            assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+            assert_eq!(r.matches("# TYPE ").count(), families, "{r}");
+            assert_eq!(
+                r.matches("\nttmlat_lost_events_total{").count(),
+                LOST_REASONS.len(),
+                "{r}"
+            );
+        }
+        server.abort();
+    });
+}
+
+/// A client that connects and sends nothing is disconnected after the client timeout, and
+/// frees its connection slot for the next client.
+#[test]
+fn stalled_client_is_disconnected_and_frees_its_slot() {
+    use tokio::io::AsyncReadExt;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let (metrics, _) = fed(false, 32, b"s");
+        let timeout = std::time::Duration::from_millis(300);
+        let (addr, server) = limited_server(metrics, 1, timeout).await;
+        let start = std::time::Instant::now();
+        let mut stalled = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        // Give the server time to accept it (the only slot) before the scrape comes in.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let scrape = tokio::spawn(get_metrics(addr));
+        let mut buf = Vec::new();
+        let n = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            stalled.read_to_end(&mut buf),
+        )
+        .await
+        .expect("the stalled connection was never closed")
+        .unwrap_or(0);
+        assert_eq!(n, 0, "the stalled client got data: {buf:?}");
+        let r = tokio::time::timeout(std::time::Duration::from_secs(10), scrape)
+            .await
+            .expect("the waiting scrape never got the slot")
+            .expect("client task")
+            .expect("client I/O");
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        assert!(
+            start.elapsed() >= timeout,
+            "answered before the slot was freed"
+        );
+        server.abort();
+    });
+}
+
 /// Every metric the Grafana dashboard queries exists in ttmlat's /metrics output.
 #[test]
 fn dashboard_uses_only_exported_metrics() {
