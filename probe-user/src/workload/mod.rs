@@ -34,6 +34,18 @@ pub fn set_comm(name: &str) {
     }
 }
 
+/// Minor + major page faults of the calling thread so far (RUSAGE_THREAD: other threads of
+/// the process, e.g. a test harness's, do not count).
+pub fn thread_faults() -> i64 {
+    // SAFETY: getrusage fills the struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer to a rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
+        return 0;
+    }
+    ru.ru_minflt + ru.ru_majflt
+}
+
 /// (minor, major) page faults of this process so far.
 pub fn rusage() -> (i64, i64) {
     // SAFETY: getrusage fills the struct we pass.

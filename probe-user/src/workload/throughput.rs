@@ -55,7 +55,7 @@ pub struct ThroughputReport {
     pub iterations: u64,
     /// Pages written.
     pub pages: u64,
-    /// Minor + major faults of this process during the loop (getrusage).
+    /// Minor + major faults of this thread during the loop (getrusage RUSAGE_THREAD).
     pub faults: i64,
     pub elapsed_ns: u64,
     /// `faults` per second for `ttm` and `anon`, iterations per second for `mmap`.
@@ -75,7 +75,7 @@ pub fn run(args: &ThroughputArgs) -> Result<()> {
 
 fn measure(args: &ThroughputArgs) -> Result<ThroughputReport> {
     let page = Mapping::page_size();
-    let before = super::rusage();
+    let before = super::thread_faults();
     let start = Instant::now();
     let (mut iterations, mut pages) = (0u64, 0u64);
     match args.kind {
@@ -141,8 +141,7 @@ fn measure(args: &ThroughputArgs) -> Result<ThroughputReport> {
         }
     }
     let elapsed = start.elapsed();
-    let after = super::rusage();
-    let faults = (after.0 - before.0) + (after.1 - before.1);
+    let faults = super::thread_faults() - before;
     let secs = elapsed.as_secs_f64().max(1e-9);
     let ops = match args.kind {
         Kind::Mmap => iterations as f64,
