@@ -35,6 +35,10 @@ pub struct BenchOverheadArgs {
     /// Output directory (default target/bench-overhead).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Boot nothing: summarize the first --rounds rounds of the loop reports in this
+    /// directory (the `out` directory of an earlier lab run, e.g. one that timed out).
+    #[arg(long, value_name = "DIR")]
+    summarize: Option<PathBuf>,
 }
 
 pub fn bench_overhead(args: &BenchOverheadArgs) -> ExitCode {
@@ -57,6 +61,18 @@ fn run(args: &BenchOverheadArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| repo_root().join("target/bench-overhead"));
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    if let Some(dir) = &args.summarize {
+        let (m, observed) = overhead::collect(dir, args.rounds)?;
+        let rows = overhead::summarize(&m)?;
+        let header = format!(
+            "bench-overhead summary of {} ({} rounds x {} s per loop)",
+            dir.display(),
+            args.rounds,
+            args.seconds
+        );
+        print!("{}{observed}", overhead::render(&rows, &header));
+        return Ok(());
+    }
     let built = repo_root().join("target/release/ttmlat");
     ensure!(
         built.is_file(),
