@@ -460,7 +460,7 @@ mod tests {
     #[test]
     fn records_have_no_implicit_padding() {
         assert_eq!(size_of::<KernelLayout>(), 14 * 4);
-        assert_eq!(size_of::<ProbeConfig>(), 56 + 4 + 4 + 16 + 4 + 4 + 8);
+        assert_eq!(size_of::<ProbeConfig>(), 56 + 4 + 4 + 16 + 4 + 4 + 8 + 8);
         assert_eq!(
             size_of::<AttemptEvent>(),
             4 * 4 + 13 * 8 + 4 * 4 + 3 * 2 + 2 + 2 * 4 + 3 * 16 + 8
