@@ -141,50 +141,41 @@ impl Probes {
             plan.read_unlock
         );
         links.push(("up_read_fentry", "up_read"));
-        let mut attached = Vec::new();
+        let mut tried: Vec<&'static str> = Vec::new();
         let result = (|| -> Result<()> {
             for (prog, func) in &links {
+                tried.push(prog);
                 let p = self
                     .ebpf
                     .program_mut(prog)
                     .ok_or_else(|| anyhow!("program {prog} missing from the eBPF object"))?;
-                if prog.ends_with("_fentry") {
+                let kind = if prog.ends_with("_fentry") {
                     let p: &mut FEntry = p.try_into()?;
                     p.load(func, &btf)
-                        .with_context(|| format!("loading fentry program for {func}"))?;
-                    let id = p
-                        .attach()
-                        .with_context(|| format!("attaching fentry to {func}"))?;
-                    attached.push((*prog, id.into()));
-                    self.attached.push(format!("fentry:{func}"));
+                        .and_then(|()| p.attach().map(drop))
+                        .with_context(|| format!("fentry on {func}"))?;
+                    "fentry"
                 } else {
                     let p: &mut FExit = p.try_into()?;
                     p.load(func, &btf)
-                        .with_context(|| format!("loading fexit program for {func}"))?;
-                    let id = p
-                        .attach()
-                        .with_context(|| format!("attaching fexit to {func}"))?;
-                    attached.push((*prog, Link::Exit(id)));
-                    self.attached.push(format!("fexit:{func}"));
-                }
+                        .and_then(|()| p.attach().map(drop))
+                        .with_context(|| format!("fexit on {func}"))?;
+                    "fexit"
+                };
+                self.attached.push(format!("{kind}:{func}"));
             }
             Ok(())
         })();
         if result.is_err() {
-            for (prog, link) in attached {
+            // Unloading detaches a program's links: nothing is observed twice by the kprobes
+            // the caller attaches instead.
+            for prog in tried {
                 if let Some(p) = self.ebpf.program_mut(prog) {
-                    match link {
-                        Link::Entry(id) => {
-                            if let Ok(p) = <&mut FEntry>::try_from(p) {
-                                let _ = p.detach(id);
-                            }
-                        }
-                        Link::Exit(id) => {
-                            if let Ok(p) = <&mut FExit>::try_from(p) {
-                                let _ = p.detach(id);
-                            }
-                        }
-                    }
+                    let _ = match p {
+                        aya::programs::Program::FEntry(p) => p.unload(),
+                        aya::programs::Program::FExit(p) => p.unload(),
+                        _ => Ok(()),
+                    };
                 }
             }
             self.attached
@@ -303,18 +294,6 @@ impl Probes {
         let hash: HashMap<&MapData, K, V> =
             HashMap::try_from(map).with_context(|| format!("map {name} is not a hash map"))?;
         Ok(hash.keys().filter(Result::is_ok).count())
-    }
-}
-
-/// A trampoline link, to undo a partial attach.
-enum Link {
-    Entry(aya::programs::fentry::FEntryLinkId),
-    Exit(aya::programs::fexit::FExitLinkId),
-}
-
-impl From<aya::programs::fentry::FEntryLinkId> for Link {
-    fn from(id: aya::programs::fentry::FEntryLinkId) -> Self {
-        Link::Entry(id)
     }
 }
 

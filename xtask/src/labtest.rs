@@ -87,6 +87,18 @@ pub fn read_json(run: &LabRun, name: &str) -> Result<Value> {
     serde_json::from_str(text.trim()).with_context(|| format!("parsing {}", path.display()))
 }
 
+/// A recording's count map (path → n), zeros dropped.
+pub fn count_map(v: &Value) -> std::collections::BTreeMap<String, u64> {
+    v.as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
+                .filter(|(_, n)| *n > 0)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A JSON number as u64 (0 when absent).
 pub fn num(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)

@@ -451,7 +451,7 @@ pub fn collect(dir: &Path, rounds: u32) -> Result<(Measurements, String)> {
                     .with_context(|| path.display().to_string())?;
                     let elapsed = m
                         .runs
-                        .get(&(round, o, load_name(load)))
+                        .get(&(round, o, pick(load)))
                         .map_or(0.0, |r| r.elapsed_s);
                     if elapsed > 0.0 {
                         m.insert_cpu(round, o, load, secs / elapsed);
@@ -512,10 +512,6 @@ pub fn collect(dir: &Path, rounds: u32) -> Result<(Measurements, String)> {
         }
     }
     Ok((m, lines))
-}
-
-fn load_name(load: &str) -> &'static str {
-    LOADS.into_iter().find(|l| *l == load).unwrap_or("")
 }
 
 #[cfg(test)]

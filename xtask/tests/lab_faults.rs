@@ -223,18 +223,6 @@ fn by_path(text: &str, name: &str) -> BTreeMap<String, u64> {
     out
 }
 
-/// A recording's count map (path → n), zeros dropped.
-fn count_map(v: &Value) -> BTreeMap<String, u64> {
-    v.as_object()
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
-                .filter(|(_, n)| *n > 0)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// `label rss_kib threads fds` lines of the guest's probes of the serve process, in order.
 fn proc_figures(text: &str) -> Vec<(String, [u64; 3])> {
     text.lines()
@@ -511,25 +499,25 @@ step done
     eprintln!(
         "episodes: /metrics {} {m_episodes:?}, serve's recording {}, ttmlat record {}",
         total(&m_episodes),
-        total(&count_map(&serve_rec["counts"]["episodes"])),
-        total(&count_map(&rec["counts"]["episodes"]))
+        total(&xtask::labtest::count_map(&serve_rec["counts"]["episodes"])),
+        total(&xtask::labtest::count_map(&rec["counts"]["episodes"]))
     );
     eprintln!(
         "attempts: /metrics {} {m_attempts:?}, serve's recording {}, ttmlat record {}; lost events {lost}, ring buffer drops serve {} record {}",
         total(&m_attempts),
-        total(&count_map(&serve_rec["counts"]["attempts"])),
-        total(&count_map(&rec["counts"]["attempts"])),
+        total(&xtask::labtest::count_map(&serve_rec["counts"]["attempts"])),
+        total(&xtask::labtest::count_map(&rec["counts"]["attempts"])),
         serve_rec["probe_stats"]["ringbuf_drops"],
         rec["probe_stats"]["ringbuf_drops"]
     );
     for (what, r) in [("serve's recording", &serve_rec), ("ttmlat record", &rec)] {
         ensure!(
-            m_episodes == count_map(&r["counts"]["episodes"]),
+            m_episodes == xtask::labtest::count_map(&r["counts"]["episodes"]),
             "episodes by path: /metrics {m_episodes:?}, {what} {}",
             r["counts"]["episodes"]
         );
         ensure!(
-            m_attempts == count_map(&r["counts"]["attempts"]),
+            m_attempts == xtask::labtest::count_map(&r["counts"]["attempts"]),
             "attempts by path: /metrics {m_attempts:?}, {what} {}",
             r["counts"]["attempts"]
         );

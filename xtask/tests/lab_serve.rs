@@ -132,18 +132,6 @@ fn by_path(v: &Value) -> Result<BTreeMap<String, u64>> {
     Ok(out)
 }
 
-/// A recording's count map (path → n), zeros dropped.
-fn counts(v: &Value) -> BTreeMap<String, u64> {
-    v.as_object()
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
-                .filter(|(_, n)| *n > 0)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// The single scalar of an instant-vector query answer, 0 when the vector is empty.
 fn scalar_or_zero(v: &Value) -> Result<f64> {
     ensure!(v["status"] == "success", "query failed: {v}");
@@ -292,12 +280,12 @@ fn agrees(kernel: &str, ttm: TtmVariant) -> Result<()> {
     let prom_attempts = by_path(&json(&run, "q_attempts.json")?)?;
     eprintln!("{kernel} {ttm:?}: episodes by path {prom_episodes:?}, attempts {prom_attempts:?}");
     ensure!(
-        prom_episodes == counts(&c["episodes"]),
+        prom_episodes == labtest::count_map(&c["episodes"]),
         "episodes by path: prometheus {prom_episodes:?}, recording {}",
         c["episodes"]
     );
     ensure!(
-        prom_attempts == counts(&c["attempts"]),
+        prom_attempts == labtest::count_map(&c["attempts"]),
         "attempts by path: prometheus {prom_attempts:?}, recording {}",
         c["attempts"]
     );

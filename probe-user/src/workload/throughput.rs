@@ -95,26 +95,18 @@ fn measure(args: &ThroughputArgs) -> Result<ThroughputReport> {
         Kind::Anon => {
             let len = NonZeroUsize::new(args.size).context("--size must be > 0")?;
             while start.elapsed() < args.duration {
-                // SAFETY: a fresh private anonymous mapping, used only here and unmapped below.
-                let ptr = unsafe {
-                    mmap_anonymous(
-                        None,
-                        len,
-                        ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                        MapFlags::MAP_PRIVATE,
-                    )
-                }
-                .context("mmap of anonymous memory")?;
-                // SAFETY: ptr/len is the mapping above. Without THP every page is one fault.
-                unsafe { madvise(ptr, len.get(), MmapAdvise::MADV_NOHUGEPAGE) }
+                let map = AnonMapping::new(len)?;
+                // SAFETY: the mapping is ours. Without THP every page is one fault.
+                unsafe { madvise(map.ptr, len.get(), MmapAdvise::MADV_NOHUGEPAGE) }
                     .context("madvise(MADV_NOHUGEPAGE)")?;
                 let n = len.get().div_ceil(page);
                 for p in 0..n {
                     // SAFETY: p * page < len, inside the mapping.
-                    unsafe { std::ptr::write_volatile(ptr.as_ptr().cast::<u8>().add(p * page), 1) };
+                    unsafe {
+                        std::ptr::write_volatile(map.ptr.as_ptr().cast::<u8>().add(p * page), 1)
+                    };
                 }
-                // SAFETY: exactly the mapping returned above.
-                unsafe { munmap(ptr, len.get()) }.context("munmap")?;
+                drop(map);
                 pages += n as u64;
                 iterations += 1;
             }
@@ -123,18 +115,7 @@ fn measure(args: &ThroughputArgs) -> Result<ThroughputReport> {
             let len = NonZeroUsize::new(64 << 10).context("zero length")?;
             while start.elapsed() < args.duration {
                 for _ in 0..64 {
-                    // SAFETY: a fresh anonymous mapping, never touched, unmapped at once.
-                    let ptr = unsafe {
-                        mmap_anonymous(
-                            None,
-                            len,
-                            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                            MapFlags::MAP_PRIVATE,
-                        )
-                    }
-                    .context("mmap of anonymous memory")?;
-                    // SAFETY: exactly the mapping returned above.
-                    unsafe { munmap(ptr, len.get()) }.context("munmap")?;
+                    drop(AnonMapping::new(len)?);
                 }
                 iterations += 64;
             }
@@ -158,20 +139,52 @@ fn measure(args: &ThroughputArgs) -> Result<ThroughputReport> {
     })
 }
 
+/// A private anonymous read/write mapping, unmapped on drop.
+struct AnonMapping {
+    ptr: std::ptr::NonNull<libc::c_void>,
+    len: NonZeroUsize,
+}
+
+impl AnonMapping {
+    fn new(len: NonZeroUsize) -> Result<Self> {
+        // SAFETY: a fresh private anonymous mapping; nothing else aliases it.
+        let ptr = unsafe {
+            mmap_anonymous(
+                None,
+                len,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_PRIVATE,
+            )
+        }
+        .context("mmap of anonymous memory")?;
+        Ok(Self { ptr, len })
+    }
+}
+
+impl Drop for AnonMapping {
+    fn drop(&mut self) {
+        // SAFETY: exactly the mapping returned by mmap.
+        let _ = unsafe { munmap(self.ptr, self.len.get()) };
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The anonymous loops run anywhere: a short run counts at least one fault per page.
-    #[test]
-    fn anon_loop_counts_its_faults() -> Result<()> {
-        let args = ThroughputArgs {
-            kind: Kind::Anon,
+    fn short(kind: Kind) -> ThroughputArgs {
+        ThroughputArgs {
+            kind,
             duration: Duration::from_millis(50),
             size: 1 << 20,
             device: None,
-        };
-        let r = measure(&args)?;
+        }
+    }
+
+    /// The anonymous loops run anywhere: a short run counts at least one fault per page.
+    #[test]
+    fn anon_loop_counts_its_faults() -> Result<()> {
+        let r = measure(&short(Kind::Anon))?;
         assert!(r.iterations >= 1);
         assert_eq!(
             r.pages,
@@ -183,13 +196,7 @@ mod tests {
 
     #[test]
     fn mmap_loop_makes_no_faults_per_iteration() -> Result<()> {
-        let args = ThroughputArgs {
-            kind: Kind::Mmap,
-            duration: Duration::from_millis(50),
-            size: 1 << 20,
-            device: None,
-        };
-        let r = measure(&args)?;
+        let r = measure(&short(Kind::Mmap))?;
         assert!(r.iterations >= 64);
         assert!((r.faults as u64) < r.iterations / 8, "{r:?}");
         Ok(())

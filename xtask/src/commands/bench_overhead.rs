@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use xtask::{
     lab::{self, LabSpec},
     lab_dirs::repo_root,
-    overhead,
+    labtest, overhead,
 };
 
 #[derive(Args)]
@@ -73,15 +73,8 @@ fn run(args: &BenchOverheadArgs) -> Result<()> {
         print!("{}{observed}", overhead::render(&rows, &header));
         return Ok(());
     }
-    let built = repo_root().join("target/release/ttmlat");
-    ensure!(
-        built.is_file(),
-        "{} is missing: run `cargo build --release -p probe-user` first",
-        built.display()
-    );
     // A private copy: a rebuild must not replace the binary under the running guest.
-    let ttmlat = out.join("ttmlat");
-    fs::copy(&built, &ttmlat).with_context(|| format!("copying {}", built.display()))?;
+    let ttmlat = labtest::ttmlat_binary()?;
     let bt = repo_root().join("lab/overhead/ttmlat-equivalent.bt");
     ensure!(bt.is_file(), "{} is missing", bt.display());
     let bt_str = bt.display().to_string();
