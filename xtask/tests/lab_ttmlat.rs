@@ -244,20 +244,96 @@ fn common_checks(label: &str, c: &Contention) -> Result<()> {
         contended > 0,
         "{label}: the workload produced no contention"
     );
-    // Episode latency: ttmlat (in-kernel) vs the workload's first-touch timing (userspace),
-    // same population (one fault per thread per round).
-    let ours = u(&p["episode_latency"]["p50"]) as f64;
-    let theirs = u(&c.stress["first_touch"]["p50_ns"]) as f64;
-    let tolerance = theirs * 0.10 + 100_000.0;
+    latency_checks(label, c, p)
+}
+
+/// Episode latency of the same 48 faults, measured four ways:
+/// * ttmlat's histogram: from the fault's own mmap_lock wait before the handler (if any) or
+///   the handler entry, to the return that completes it;
+/// * the observer by the same definition (tracefs, CLOCK_MONOTONIC like ttmlat): must agree;
+/// * the observer from the exception entry (`page_fault_user`), and the workload's userspace
+///   first-touch timing: upper bounds. They add the path from the exception to the lock wait
+///   or handler, which ttmlat does not hook (a tracepoint on every user fault would tax every
+///   anonymous fault), and the workload adds exception exit and the scheduler's doings after
+///   the fault. Under TCG a vCPU can stall or be preempted for milliseconds on that path,
+///   which is why an earlier comparison of ttmlat with the workload alone was flaky.
+fn latency_checks(label: &str, c: &Contention, p: &Value) -> Result<()> {
+    let same_definition = c.obs.from_wait_sorted();
+    let from_exception = c.obs.from_exception_sorted().with_context(|| {
+        format!("{label}: the observer has episodes without an exception entry (page_fault_user)")
+    })?;
+    let mut workload: Vec<u64> = c.stress["first_touch_ns"]
+        .as_array()
+        .context("stress.json has no first_touch_ns")?
+        .iter()
+        .map(u)
+        .collect();
+    workload.sort_unstable();
+    let ms = |v: &[u64]| {
+        v.iter()
+            .map(|n| format!("{:.2}", *n as f64 / 1e6))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     eprintln!(
-        "{label}: episode p50 {:.3} ms (ttmlat) vs first-touch p50 {:.3} ms (workload)",
-        ours / 1e6,
-        theirs / 1e6
+        "{label}: observer, ttmlat's definition, ms: {}",
+        ms(&same_definition)
     );
-    ensure!(
-        (ours - theirs).abs() <= tolerance,
-        "{label}: ttmlat episode median {ours} ns vs workload first-touch median {theirs} ns"
+    eprintln!(
+        "{label}: observer, from exception entry, ms: {}",
+        ms(&from_exception)
     );
+    eprintln!(
+        "{label}: workload first touch, ms:           {}",
+        ms(&workload)
+    );
+    let mut unhooked: Vec<u64> = c
+        .obs
+        .episodes
+        .iter()
+        .filter_map(|e| Some(e.from_exception_ns?.saturating_sub(e.from_wait_ns)))
+        .collect();
+    unhooked.sort_unstable();
+    eprintln!(
+        "{label}: exception entry → ttmlat's start, ms:  {}",
+        ms(&unhooked)
+    );
+    // Up to 1 in 16 episodes may be timed differently (see observer::percentile_band); the
+    // rest must agree to 1% + 100 µs (trace resolution 1 µs, HdrHistogram < 0.1% high).
+    let slack = (same_definition.len() / 16).max(1);
+    for (q, key) in [(0.5, "p50"), (0.9, "p90")] {
+        let ours = u(&p["episode_latency"][key]);
+        let band = |v: &[u64]| observer::percentile_band(v, q, slack).unwrap_or((0, 0));
+        let (same, exception, user) = (
+            band(&same_definition),
+            band(&from_exception),
+            band(&workload),
+        );
+        let ms =
+            |(lo, hi): (u64, u64)| format!("[{:.3}, {:.3}] ms", lo as f64 / 1e6, hi as f64 / 1e6);
+        eprintln!(
+            "{label}: episode {key}: ttmlat {:.3} ms; ±{slack} ranks: observer {}, from exception {}, workload {}",
+            ours as f64 / 1e6,
+            ms(same),
+            ms(exception),
+            ms(user)
+        );
+        let margin = |v: u64| v / 100 + 100_000;
+        ensure!(
+            ours + margin(same.0) >= same.0 && ours <= same.1 + margin(same.1),
+            "{label}: ttmlat episode {key} {ours} ns is outside the observer's {} by the same definition",
+            ms(same)
+        );
+        for (bound, what) in [
+            (exception.1, "the observer's from the exception entry"),
+            (user.1, "the workload's own"),
+        ] {
+            ensure!(
+                ours <= bound + margin(bound),
+                "{label}: ttmlat episode {key} {ours} ns exceeds {what} ({bound} ns, {slack} ranks up)"
+            );
+        }
+    }
     Ok(())
 }
 
