@@ -15,6 +15,7 @@ use probe_common::{MmWatch, ProbeConfig, ThreadState, WaiterState, config_flag, 
 use crate::{
     discovery::{AttachPlan, ContentionSource},
     retprobe::{self, RetProbe},
+    session::VmlinuxHooks,
 };
 
 /// The eBPF object built by build.rs from probe-ebpf.
@@ -26,6 +27,7 @@ pub struct LoadOptions {
     pub maxactive: u32,
     /// Capture the reservation holder's kernel stack at release (kprobe on ww_mutex_unlock).
     pub holder_stacks: bool,
+    pub vmlinux_hooks: VmlinuxHooks,
 }
 
 /// Attached probes. Dropping it detaches everything (tracefs events included).
@@ -71,12 +73,21 @@ impl Probes {
             probes.kretprobe("ttm_access_exit", sym, &tracefs, opts.maxactive)?;
         }
         // vmlinux functions: BTF trampolines when the kernel takes them, kprobes otherwise.
-        let trampolines = match probes.vmlinux_trampolines(plan) {
-            Ok(()) => true,
-            Err(e) => {
-                log::warn!("fentry/fexit unavailable, using kprobes for vmlinux hooks: {e:#}");
-                false
+        let trampolines = match opts.vmlinux_hooks {
+            VmlinuxHooks::Kprobes => false,
+            VmlinuxHooks::Trampolines => {
+                probes.vmlinux_trampolines(plan).context(
+                    "attaching fentry/fexit to vmlinux functions (--vmlinux-hooks trampolines)",
+                )?;
+                true
             }
+            VmlinuxHooks::Auto => match probes.vmlinux_trampolines(plan) {
+                Ok(()) => true,
+                Err(e) => {
+                    log::warn!("fentry/fexit unavailable, using kprobes for vmlinux hooks: {e:#}");
+                    false
+                }
+            },
         };
         if !trampolines {
             if let Some(sym) = &plan.trylock {

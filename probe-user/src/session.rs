@@ -45,6 +45,21 @@ pub struct TraceArgs {
     /// fault waited for (adds a kprobe on ww_mutex_unlock: one map lookup per call).
     #[arg(long)]
     pub holder_stack: bool,
+    /// How to hook the vmlinux functions (ww_mutex_trylock, ww_mutex_lock*, up_read):
+    /// BPF trampolines (fentry/fexit, cheaper) with kprobes as fallback, or only one of them.
+    #[arg(long, value_enum, default_value_t = VmlinuxHooks::Auto)]
+    pub vmlinux_hooks: VmlinuxHooks,
+}
+
+/// See [`TraceArgs::vmlinux_hooks`].
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmlinuxHooks {
+    /// fentry/fexit; kprobes if the kernel refuses trampolines.
+    Auto,
+    /// fentry/fexit or fail.
+    Trampolines,
+    /// kprobes/kretprobes only.
+    Kprobes,
 }
 
 pub struct Outcome {
@@ -157,6 +172,7 @@ pub async fn run_with_sink(
             ring_buffer_bytes: ring_bytes,
             maxactive: args.maxactive.clamp(1, 4096),
             holder_stacks: args.holder_stack,
+            vmlinux_hooks: args.vmlinux_hooks,
         },
     )?;
     let mut meta = Meta {

@@ -181,13 +181,20 @@ struct Contention {
 
 /// Runs `ttmlat stress --scenario cross-process` under `ttmlat record` and the observer.
 fn contention(kernel: &str, ttm: TtmVariant) -> Result<Contention> {
+    contention_with(kernel, ttm, "")
+}
+
+/// [`contention`] with extra `ttmlat record` arguments.
+fn contention_with(kernel: &str, ttm: TtmVariant, record_args: &str) -> Result<Contention> {
     let body = format!(
         "{}{}$TTMLAT stress --scenario cross-process --threads 4 --size 16M --rounds 12 --json > $LAB_OUT/stress.json
 {}{}",
         observer::setup_script("ttm-fault-*"),
         // The guest's vCPUs stall for up to 100 ms (single-threaded TCG round robin): link a
         // fault's own mmap_lock wait over a wider window (no fault may complete in between).
-        record_start("--holder-stack --pre-lock-link 250ms"),
+        record_start(&format!(
+            "--holder-stack --pre-lock-link 250ms {record_args}"
+        )),
         record_stop(),
         observer::collect_script("$LAB_OUT"),
     );
@@ -410,6 +417,29 @@ fn stock_checks(label: &str, c: &Contention) -> Result<()> {
 #[ignore = "boots QEMU; needs root, ./scripts/setup.sh and a release build"]
 fn stock_6_1_drops_mmap_lock_and_retries() -> Result<()> {
     stock_checks("6.1 stock", &contention("6.1", TtmVariant::Stock)?)
+}
+
+#[test]
+#[ignore = "boots QEMU; needs root, ./scripts/setup.sh and a release build"]
+fn stock_6_1_drops_mmap_lock_and_retries_with_kprobe_hooks() -> Result<()> {
+    // The fallback for kernels that refuse BPF trampolines: the same facts from kprobes on
+    // ww_mutex_trylock (return), ww_mutex_lock_interruptible and up_read.
+    let c = contention_with("6.1", TtmVariant::Stock, "--vmlinux-hooks kprobes")?;
+    let points: Vec<&str> = c.rec["meta"]["attach_points"]
+        .as_array()
+        .context("recording has no attach_points")?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    ensure!(
+        points.contains(&"kprobe:up_read")
+            && points.contains(&"kprobe:ww_mutex_lock_interruptible")
+            && !points
+                .iter()
+                .any(|p| p.starts_with("fentry:") || p.starts_with("fexit:")),
+        "--vmlinux-hooks kprobes attached {points:?}"
+    );
+    stock_checks("6.1 stock, kprobe hooks", &c)
 }
 
 #[test]
