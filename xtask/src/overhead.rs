@@ -1,5 +1,5 @@
 //! The overhead benchmark (`cargo xtask bench-overhead`): the guest script that interleaves
-//! three throughput loops under three observers, and the arithmetic that turns the loops'
+//! three throughput loops under six observers (two of them unobserved), and the arithmetic that turns the loops'
 //! reports into ratios to the unobserved runs of the same round.
 
 use std::{collections::BTreeMap, fmt::Write as _, fs, path::Path};
@@ -21,15 +21,19 @@ pub enum Observer {
     /// Unobserved again, at another place in the round: its ratio to `None` is the noise
     /// floor of the measurement.
     Control,
+    /// Plain tracefs kprobes and kretprobes (no BPF) on the TTM functions ttmlat hooks, with
+    /// a filter that records nothing: the cost of the probe mechanism on module functions.
+    Kprobes,
 }
 
 impl Observer {
-    pub const ALL: [Observer; 5] = [
+    pub const ALL: [Observer; 6] = [
         Observer::None,
         Observer::Ttmlat,
         Observer::Bpftrace,
         Observer::Hooks,
         Observer::Control,
+        Observer::Kprobes,
     ];
 
     pub fn name(self) -> &'static str {
@@ -39,6 +43,7 @@ impl Observer {
             Observer::Bpftrace => "bpftrace",
             Observer::Hooks => "hooks",
             Observer::Control => "control",
+            Observer::Kprobes => "kprobes",
         }
     }
 
@@ -52,16 +57,18 @@ pub const LOADS: [&str; 3] = ["ttm", "anon", "mmap"];
 
 /// The order of observers in `round` (1-based): rotated each round so that slow drift of the
 /// guest (page cache, TCG translation cache, host load) does not favour one observer.
-pub fn order(round: u32) -> [Observer; 5] {
+pub fn order(round: u32) -> [Observer; Observer::ALL.len()] {
     let mut o = Observer::ALL;
-    o.rotate_left((round.saturating_sub(1) % 5) as usize);
+    let n = o.len();
+    o.rotate_left(round.saturating_sub(1) as usize % n);
     o
 }
 
 /// The guest script. Writes `$LAB_OUT/r<round>-<observer>-<load>.json` (one line of
 /// `ttmlat workload throughput`), `r<round>-{ttmlat,hooks}.rec.json` (the recordings),
-/// `r<round>-{ttmlat,hooks}-<load>.cpu` (ttmlat's CPU ticks during the loop) and
-/// `r<round>-bpftrace.txt` (bpftrace's maps at exit).
+/// `r<round>-{ttmlat,hooks}-<load>.cpu` (ttmlat's CPU ticks during the loop),
+/// `r<round>-bpftrace.txt` (bpftrace's maps at exit) and `r<round>-kprobes.profile` (the
+/// tracefs probes' hit counts).
 pub fn guest_script(rounds: u32, seconds: u32, bpftrace_script: &str) -> String {
     let mut s = format!(
         r#"set -eu
@@ -95,6 +102,20 @@ run_ttmlat() {{
     kill -INT $P; wait $P || {{ echo "ttmlat record failed"; cat "$LAB_OUT/r$r-$name.txt"; exit 4; }}
 }}
 observe_ttmlat() {{ run_ttmlat $1 ttmlat; }}
+observe_kprobes() {{
+    TR=/sys/kernel/tracing
+    printf '%s\n' 'p:ttmcost/cost_fault ttm_bo_vm_fault' 'r1024:ttmcost/cost_fault_ret ttm_bo_vm_fault' \
+        'p:ttmcost/cost_reserve ttm_bo_vm_reserve' \
+        'r1024:ttmcost/cost_reserve_ret ttm_bo_vm_reserve' >> $TR/kprobe_events
+    # The probes fire and evaluate the filter; nothing is written to the trace buffer.
+    echo 'common_pid == 0' > $TR/events/ttmcost/filter
+    echo 1 > $TR/events/ttmcost/enable
+    loads $1 kprobes
+    echo 0 > $TR/events/ttmcost/enable
+    # kprobe_profile names events without their group.
+    grep -E '^ *(ttmcost/)?cost_' $TR/kprobe_profile > "$LAB_OUT/r$1-kprobes.profile" || true
+    for e in fault fault_ret reserve reserve_ret; do echo "-:ttmcost/cost_$e" >> $TR/kprobe_events; done
+}}
 observe_hooks() {{ run_ttmlat $1 hooks --pid 1; }}
 observe_bpftrace() {{
     bpftrace "$BT_SCRIPT" > "$LAB_OUT/r$1-bpftrace.txt" 2>&1 &
@@ -264,6 +285,8 @@ pub struct Row {
     /// Unobserved / unobserved in the same round: how far apart two runs of the same thing
     /// are (the noise floor).
     pub control_ratio: Option<Spread>,
+    /// Plain tracefs kprobes on the TTM functions, no BPF.
+    pub kprobes_ratio: Option<Spread>,
     /// Share of a CPU used by ttmlat's process during the loop.
     pub ttmlat_cpu_share: Option<Spread>,
     /// Target: ttmlat's minimum throughput ratio (None: no target for this load).
@@ -310,6 +333,7 @@ pub fn summarize(m: &Measurements) -> Result<Vec<Row>> {
             bpftrace_ratio: b,
             hooks_ratio: spread(&m.ratios(Observer::Hooks, load)),
             control_ratio: spread(&m.ratios(Observer::Control, load)),
+            kprobes_ratio: spread(&m.ratios(Observer::Kprobes, load)),
             ttmlat_cpu_share: spread(&cpu),
             target_ratio: target(load),
         });
@@ -346,27 +370,35 @@ pub fn render(rows: &[Row], header: &str) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<5} {:>12} {:>23} {:>23} {:>23} {:>23}",
-        "loop", "unobserved/s", "unobserved (noise)", "ttmlat", "bpftrace", "ttmlat hooks only"
+        "{:<5} {:>12} {:>23} {:>23} {:>23} {:>23} {:>23}",
+        "loop",
+        "unobserved/s",
+        "unobserved (noise)",
+        "ttmlat",
+        "bpftrace",
+        "ttmlat hooks only",
+        "tracefs kprobes"
     );
     let ratio = |x: &Spread| format!("{} [{}, {}]", pct(x.median), pct(x.min), pct(x.max));
     let opt = |x: &Option<Spread>| x.as_ref().map_or_else(|| "n/a".to_string(), ratio);
     for r in rows {
         let _ = writeln!(
             s,
-            "{:<5} {:>12.0} {:>23} {:>23} {:>23} {:>23}",
+            "{:<5} {:>12.0} {:>23} {:>23} {:>23} {:>23} {:>23}",
             r.load,
             r.unobserved_ops_per_sec.median,
             opt(&r.control_ratio),
             ratio(&r.ttmlat_ratio),
             ratio(&r.bpftrace_ratio),
             opt(&r.hooks_ratio),
+            opt(&r.kprobes_ratio),
         );
     }
     let _ = writeln!(
         s,
         "unobserved (noise): a second unobserved run of the round; ttmlat hooks only: attached \
-         with --pid 1, every hook fires, nothing is followed"
+         with --pid 1, every hook fires, nothing is followed; tracefs kprobes: entry and return \
+         probes on ttm_bo_vm_fault and ttm_bo_vm_reserve without BPF, recording nothing"
     );
     for r in rows {
         if let Some(c) = &r.ttmlat_cpu_share {
@@ -484,6 +516,14 @@ pub fn collect(dir: &Path, rounds: u32) -> Result<(Measurements, String)> {
                     .with_context(|| format!("parsing {}", path.display()))?;
                     recording_attempts(&rec)?
                 }
+                Observer::Kprobes => {
+                    let path = dir.join(format!("r{round}-kprobes.profile"));
+                    kprobe_hits(
+                        &fs::read_to_string(&path)
+                            .with_context(|| format!("reading {}", path.display()))?,
+                        "cost_fault",
+                    )
+                }
                 Observer::Bpftrace if dir.join(format!("r{round}-bpftrace.hung")).exists() => {
                     lines.push_str(&format!(
                         "round {round}: bpftrace did not exit within 60 s of SIGINT and was \
@@ -514,6 +554,22 @@ pub fn collect(dir: &Path, rounds: u32) -> Result<(Measurements, String)> {
     Ok((m, lines))
 }
 
+/// Hits of tracefs probe `event` in `kprobe_profile` lines ("group/event hits misses" or
+/// "event hits misses", depending on the kernel); 0 if absent.
+fn kprobe_hits(profile: &str, event: &str) -> u64 {
+    profile
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let name = it.next()?;
+            if name.rsplit('/').next() != Some(event) {
+                return None;
+            }
+            it.next()?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -529,16 +585,16 @@ mod tests {
     #[test]
     fn orders_rotate_and_cover_every_observer() {
         use Observer::*;
-        assert_eq!(order(1), [None, Ttmlat, Bpftrace, Hooks, Control]);
-        assert_eq!(order(2), [Ttmlat, Bpftrace, Hooks, Control, None]);
-        assert_eq!(order(5), [Control, None, Ttmlat, Bpftrace, Hooks]);
-        assert_eq!(order(6), order(1));
+        assert_eq!(order(1), [None, Ttmlat, Bpftrace, Hooks, Control, Kprobes]);
+        assert_eq!(order(2), [Ttmlat, Bpftrace, Hooks, Control, Kprobes, None]);
+        assert_eq!(order(6), [Kprobes, None, Ttmlat, Bpftrace, Hooks, Control]);
+        assert_eq!(order(7), order(1));
     }
 
     #[test]
     fn script_runs_each_observer_once_per_round() {
         let s = guest_script(2, 3, "/x.bt");
-        for o in ["none", "ttmlat", "bpftrace", "hooks", "control"] {
+        for o in ["none", "ttmlat", "bpftrace", "hooks", "control", "kprobes"] {
             assert_eq!(s.matches(&format!("observe_{o} ")).count(), 2, "{o}");
         }
         assert!(s.contains("--duration 3s"));
@@ -609,6 +665,15 @@ mod tests {
         assert!(summarize(&m).is_err());
         assert!(m.insert(1, "perf", "ttm", lr(1.0)).is_err());
         assert!(m.insert(1, "none", "disk", lr(1.0)).is_err());
+    }
+
+    #[test]
+    fn kprobe_profile_hits() {
+        let p =
+            "  ttmcost/fault   18004   0\n  ttmcost/fault_ret 18004 0\n  ttmcost/reserve 18004 0\n";
+        assert_eq!(kprobe_hits(p, "fault"), 18004);
+        assert_eq!(kprobe_hits("  fault 7 0\n", "fault"), 7);
+        assert_eq!(kprobe_hits("", "fault"), 0);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `cargo xtask bench-overhead` in miniature, in the QEMU lab: one round of one-second loops
 //! under every observer. Asserts only what must hold whatever the timing: every loop ran,
-//! ttmlat (fentry/fexit + kprobes) and the bpftrace script each saw the TTM loop's faults,
-//! ttmlat restricted to pid 1 saw none, and the summary renders. The figures themselves come
+//! ttmlat (fentry/fexit + kprobes), the bpftrace script and the plain tracefs kprobes each
+//! saw the TTM loop's faults, ttmlat restricted to pid 1 saw none, and the summary renders. The figures themselves come
 //! from the benchmark command, not from this test.
 //!
 //!     cargo build --release -p probe-user

@@ -1,7 +1,9 @@
 //! `cargo xtask bench-overhead`: what observing costs. In one lab boot per kernel, rounds of
-//! three single-threaded loops (TTM faults, anonymous faults, mmap/munmap) run unobserved,
-//! under `ttmlat record` and under the equivalent bpftrace script
-//! (lab/overhead/ttmlat-equivalent.bt, Debian's bpftrace), observers rotated each round.
+//! three single-threaded loops (TTM faults, anonymous faults, mmap/munmap) run unobserved
+//! (twice: the noise floor), under `ttmlat record`, under the equivalent bpftrace script
+//! (lab/overhead/ttmlat-equivalent.bt, Debian's bpftrace), under `ttmlat record --pid 1`
+//! (hooks only) and under plain tracefs kprobes on the TTM functions (the probe mechanism
+//! alone), observers rotated each round.
 //! Prints each observer's throughput ratio to the unobserved run of the same round, and
 //! writes target/bench-overhead/<kernel>/summary.{txt,json}.
 
