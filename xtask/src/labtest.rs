@@ -64,10 +64,20 @@ pub fn run_script(kernel: &str, ttm: TtmVariant, body: &str) -> Result<LabRun> {
 
 /// Runs `script` as given in a guest with `$TTMLAT` set; fails unless it exits 0.
 pub fn run_guest(kernel: &str, ttm: TtmVariant, script: &str) -> Result<LabRun> {
+    run_guest_for(kernel, ttm, script, Duration::from_secs(600))
+}
+
+/// [`run_guest`] with another guest timeout.
+pub fn run_guest_for(
+    kernel: &str,
+    ttm: TtmVariant,
+    script: &str,
+    timeout: Duration,
+) -> Result<LabRun> {
     let spec = LabSpec::new(kernel, script)
         .ttm(ttm)
         .env("TTMLAT", ttmlat_binary()?.display().to_string())
-        .timeout(Duration::from_secs(600));
+        .timeout(timeout);
     let run = lab::run(&spec)?;
     ensure!(
         run.rc == 0,

@@ -465,22 +465,16 @@ pub fn collect(dir: &Path, rounds: u32) -> Result<(Measurements, String)> {
         for o in Observer::ALL {
             for load in LOADS {
                 let path = dir.join(format!("r{round}-{}-{load}.json", o.name()));
-                let text = fs::read_to_string(&path)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                let v: Value = serde_json::from_str(text.trim())
-                    .with_context(|| format!("parsing {}", path.display()))?;
-                let r = parse_loop(&v).with_context(|| path.display().to_string())?;
+                let r =
+                    parse_loop(&read_json(&path)?).with_context(|| path.display().to_string())?;
                 m.insert(round, o.name(), load, r)?;
             }
             let ttm = m.runs.get(&(round, o, "ttm")).map_or(0, |r| r.faults);
             if matches!(o, Observer::Ttmlat | Observer::Hooks) {
                 for load in LOADS {
                     let path = dir.join(format!("r{round}-{}-{load}.cpu", o.name()));
-                    let secs = parse_cpu(
-                        &fs::read_to_string(&path)
-                            .with_context(|| format!("reading {}", path.display()))?,
-                    )
-                    .with_context(|| path.display().to_string())?;
+                    let secs =
+                        parse_cpu(&read(&path)?).with_context(|| path.display().to_string())?;
                     let elapsed = m
                         .runs
                         .get(&(round, o, pick(load)))
@@ -495,11 +489,7 @@ pub fn collect(dir: &Path, rounds: u32) -> Result<(Measurements, String)> {
                 Observer::Hooks => {
                     // Following only pid 1: must have seen none of the loop's faults.
                     let path = dir.join(format!("r{round}-hooks.rec.json"));
-                    let rec: Value = serde_json::from_str(
-                        &fs::read_to_string(&path)
-                            .with_context(|| format!("reading {}", path.display()))?,
-                    )
-                    .with_context(|| format!("parsing {}", path.display()))?;
+                    let rec = read_json(&path)?;
                     let n = recording_attempts(&rec)?;
                     ensure!(
                         n == 0,
@@ -509,20 +499,12 @@ pub fn collect(dir: &Path, rounds: u32) -> Result<(Measurements, String)> {
                 }
                 Observer::Ttmlat => {
                     let path = dir.join(format!("r{round}-ttmlat.rec.json"));
-                    let rec: Value = serde_json::from_str(
-                        &fs::read_to_string(&path)
-                            .with_context(|| format!("reading {}", path.display()))?,
-                    )
-                    .with_context(|| format!("parsing {}", path.display()))?;
+                    let rec = read_json(&path)?;
                     recording_attempts(&rec)?
                 }
                 Observer::Kprobes => {
                     let path = dir.join(format!("r{round}-kprobes.profile"));
-                    kprobe_hits(
-                        &fs::read_to_string(&path)
-                            .with_context(|| format!("reading {}", path.display()))?,
-                        "cost_fault",
-                    )
+                    kprobe_hits(&read(&path)?, "cost_fault")
                 }
                 Observer::Bpftrace if dir.join(format!("r{round}-bpftrace.hung")).exists() => {
                     lines.push_str(&format!(
@@ -533,10 +515,7 @@ pub fn collect(dir: &Path, rounds: u32) -> Result<(Measurements, String)> {
                 }
                 Observer::Bpftrace => {
                     let path = dir.join(format!("r{round}-bpftrace.txt"));
-                    bpftrace_attempts(
-                        &fs::read_to_string(&path)
-                            .with_context(|| format!("reading {}", path.display()))?,
-                    )
+                    bpftrace_attempts(&read(&path)?)
                 }
             };
             // The loop's getrusage count also holds a few non-TTM faults of the process.
@@ -552,6 +531,14 @@ pub fn collect(dir: &Path, rounds: u32) -> Result<(Measurements, String)> {
         }
     }
     Ok((m, lines))
+}
+
+fn read(path: &Path) -> Result<String> {
+    fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    serde_json::from_str(read(path)?.trim()).with_context(|| format!("parsing {}", path.display()))
 }
 
 /// Hits of tracefs probe `event` in `kprobe_profile` lines ("group/event hits misses" or

@@ -8,8 +8,8 @@ use std::{collections::BTreeMap, time::Duration};
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 use xtask::{
-    lab::{self, LabSpec, TtmVariant},
-    labtest::{num, read_json, record_start, record_stop, run_script, ttmlat_binary},
+    lab::TtmVariant,
+    labtest::{num, read_json, record_start, record_stop, run_guest_for, run_script},
 };
 
 /// The stack the lab loads, in unload order.
@@ -188,42 +188,106 @@ const SERVE_MAX_CONNECTIONS: u64 = 64;
 const SERVE_MAX_THREADS: u64 = 3;
 
 /// The series of one metric in a text exposition: (labels, value).
-fn series(text: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
-    text.lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix(name)?;
-            let (labels, value) = match rest.strip_prefix('{') {
-                Some(r) => {
-                    let (labels, v) = r.split_once("} ")?;
-                    (labels, v)
-                }
-                None => ("", rest.strip_prefix(' ')?),
-            };
-            let labels = labels
-                .split("\",")
-                .filter(|kv| !kv.is_empty())
-                .filter_map(|kv| {
-                    let (k, v) = kv.split_once("=\"")?;
-                    Some((k.to_string(), v.trim_end_matches('"').to_string()))
-                })
-                .collect();
-            Some((labels, value.trim().parse().ok()?))
-        })
-        .collect()
+/// The samples of metric `name` in a text exposition: (path label, value). Label values are
+/// unescaped (`\\`, `\"`, `\n`), so a hostile comm cannot shift labels. prometheus-parse 0.2,
+/// the crate for this, silently drops samples whose label values hold escaped quotes. A line of
+/// `name` that does not parse is an error, never skipped.
+fn series(text: &str, name: &str) -> Result<Vec<(String, f64)>> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        if !(rest.starts_with('{') || rest.starts_with(' ')) {
+            continue; // another metric sharing the prefix
+        }
+        let parsed = sample(rest).with_context(|| format!("unparsable sample line {line:?}"))?;
+        out.push(parsed);
+    }
+    Ok(out)
 }
 
-/// A counter family summed by `path` (zeros dropped, as the recordings' count maps).
-fn by_path(text: &str, name: &str) -> BTreeMap<String, u64> {
+/// `{k="v",...} value` or ` value` → (the path label, value).
+fn sample(rest: &str) -> Option<(String, f64)> {
+    let mut path = String::new();
+    let mut chars = rest.char_indices().peekable();
+    if rest.starts_with('{') {
+        chars.next();
+        loop {
+            let (i, c) = chars.next()?;
+            if c == '}' {
+                let value = rest[i + 1..].trim().parse().ok()?;
+                return Some((path, value));
+            }
+            if c == ',' {
+                continue;
+            }
+            let key_end = chars.by_ref().find(|&(_, c)| c == '=')?.0;
+            let key = &rest[i..key_end];
+            if chars.next()?.1 != '"' {
+                return None;
+            }
+            let mut value = String::new();
+            loop {
+                match chars.next()?.1 {
+                    '"' => break,
+                    '\\' => match chars.next()?.1 {
+                        'n' => value.push('\n'),
+                        c => value.push(c),
+                    },
+                    c => value.push(c),
+                }
+            }
+            if key == "path" {
+                path = value;
+            }
+        }
+    }
+    Some((path, rest.trim().parse().ok()?))
+}
+
+/// Counter `name` summed per path label, zeros dropped.
+fn by_path(text: &str, name: &str) -> Result<BTreeMap<String, u64>> {
     let mut out = BTreeMap::new();
-    for (labels, v) in series(text, name) {
-        *out.entry(labels.get("path").cloned().unwrap_or_default())
-            .or_insert(0) += v as u64;
+    for (path, v) in series(text, name)? {
+        *out.entry(path).or_insert(0) += v as u64;
     }
     out.retain(|_, n| *n > 0);
-    out
+    Ok(out)
 }
 
-/// `label rss_kib threads fds` lines of the guest's probes of the serve process, in order.
+/// Runs on the host: the scrape reader sums per path, and a hostile comm label (escaped quote,
+/// backslash, newline and braces, as `serve` escapes them) neither breaks nor leaks into it.
+#[test]
+fn scrape_reader_sums_per_path_and_survives_hostile_labels() -> Result<()> {
+    let text = r#"# HELP ttmlat_fault_episodes_total Completed TTM fault episodes by episode path and driver.
+# TYPE ttmlat_fault_episodes_total counter
+ttmlat_fault_episodes_total{path="uncontended",driver="bochs"} 16281
+ttmlat_fault_episodes_total{path="retry",driver="bochs"} 9225
+ttmlat_fault_episodes_total{path="retry",driver="qxl"} 5
+ttmlat_fault_episodes_total{path="held",driver="bochs"} 0
+# TYPE ttmlat_fault_episodes_by_comm_total counter
+ttmlat_fault_episodes_by_comm_total{comm="a\"b\\c\n}{path=\"x\",",path="retry"} 7
+# TYPE ttmlat_lost_events_total counter
+ttmlat_lost_events_total{reason="ring_buffer_full"} 0
+# EOF
+"#;
+    let episodes = by_path(text, "ttmlat_fault_episodes_total")?;
+    assert_eq!(
+        episodes,
+        BTreeMap::from([
+            ("retry".to_string(), 9230),
+            ("uncontended".to_string(), 16281)
+        ])
+    );
+    assert_eq!(
+        by_path(text, "ttmlat_fault_episodes_by_comm_total")?,
+        BTreeMap::from([("retry".to_string(), 7)])
+    );
+    assert_eq!(series(text, "ttmlat_lost_events_total")?.len(), 1);
+    Ok(())
+}
+
 fn proc_figures(text: &str) -> Vec<(String, [u64; 3])> {
     text.lines()
         .filter_map(|l| {
@@ -331,21 +395,10 @@ step done
         stop = record_stop("rec", "INT"),
     );
     // The emulated guest is slow: 600 s (run_script) is not enough for the waves.
-    let spec = LabSpec::new("6.12", body)
-        .ttm(TtmVariant::Stock)
-        .env("TTMLAT", ttmlat_binary()?.display().to_string())
-        .timeout(Duration::from_secs(1500));
-    let run = lab::run(&spec)?;
+    // The guest logs its steps with timestamps to $LAB_OUT/steps.txt (in the run dir).
+    let run = run_guest_for("6.12", TtmVariant::Stock, &body, Duration::from_secs(1500))?;
     let steps = std::fs::read_to_string(run.out_dir.join("steps.txt")).unwrap_or_default();
     eprintln!("guest steps:\n{steps}");
-    ensure!(
-        run.rc == 0,
-        "guest script failed with rc {} (run dir {}):\n{}\n{}",
-        run.rc,
-        run.run_dir.display(),
-        run.stdout,
-        run.stderr
-    );
     let out = |name: &str| {
         std::fs::read_to_string(run.out_dir.join(name)).with_context(|| format!("reading {name}"))
     };
@@ -489,9 +542,13 @@ step done
     let final_scrape = out("scrape_final.txt")?;
     let serve_rec = read_json(&run, "serve_rec.json")?;
     let rec = read_json(&run, "rec.json")?;
-    let m_episodes = by_path(&final_scrape, "ttmlat_fault_episodes_total");
-    let m_attempts = by_path(&final_scrape, "ttmlat_fault_attempts_total");
-    let lost: f64 = series(&final_scrape, "ttmlat_lost_events_total")
+    let m_episodes = by_path(&final_scrape, "ttmlat_fault_episodes_total")?;
+    let m_attempts = by_path(&final_scrape, "ttmlat_fault_attempts_total")?;
+    ensure!(
+        !m_attempts.is_empty(),
+        "the final scrape has no ttmlat_fault_attempts_total samples"
+    );
+    let lost: f64 = series(&final_scrape, "ttmlat_lost_events_total")?
         .iter()
         .map(|(_, v)| v)
         .sum();
@@ -532,11 +589,11 @@ step done
     let first = total(&by_path(
         &out("scrape_w1-1.txt")?,
         "ttmlat_fault_episodes_total",
-    ));
+    )?);
     let last = total(&by_path(
         &out(&format!("scrape_w{WAVES}-{SCRAPES}.txt"))?,
         "ttmlat_fault_episodes_total",
-    ));
+    )?);
     eprintln!(
         "episodes served: first scrape of wave 1 {first}, last of wave {WAVES} {last}, final {}",
         total(&m_episodes)

@@ -16,7 +16,7 @@ use base64::Engine;
 use hdrhistogram::{Histogram, serialization::Deserializer};
 use serde_json::Value;
 use xtask::{
-    lab::{self, LabRun, LabSpec, TtmVariant},
+    lab::{LabRun, TtmVariant},
     labtest,
 };
 
@@ -216,19 +216,7 @@ fn prometheus_agrees_with_the_recording_6_1_blocking() -> Result<()> {
 /// `ttmlat serve` as scraped by Prometheus against `ttmlat record` of the same run: equal
 /// counts per path, and p50/p99 in the same native bucket.
 fn agrees(kernel: &str, ttm: TtmVariant) -> Result<()> {
-    let spec = LabSpec::new(kernel, script())
-        .ttm(ttm)
-        .env("TTMLAT", labtest::ttmlat_binary()?.display().to_string())
-        .timeout(Duration::from_secs(900));
-    let run = lab::run(&spec)?;
-    ensure!(
-        run.rc == 0,
-        "guest script failed with rc {} (run dir {}):\n{}\n{}",
-        run.rc,
-        run.run_dir.display(),
-        run.stdout,
-        run.stderr
-    );
+    let run = labtest::run_guest_for(kernel, ttm, &script(), Duration::from_secs(900))?;
     let rec = json(&run, "rec.json")?;
     let lat_other = merged_episode_latency(&rec)?;
     // serve's own recording: the very measurements it exported.

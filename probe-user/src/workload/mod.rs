@@ -6,7 +6,13 @@ pub mod stress;
 pub mod throughput;
 pub mod touch;
 
+use std::{num::NonZeroUsize, ptr::NonNull};
+
 use anyhow::{Context, Result, bail};
+use nix::sys::{
+    mman::{MapFlags, ProtFlags, mmap_anonymous, munmap},
+    resource::{UsageWho, getrusage},
+};
 
 /// Parses "4096", "3M", "64MiB", "1G".
 pub fn parse_size(s: &str) -> Result<usize> {
@@ -37,24 +43,57 @@ pub fn set_comm(name: &str) {
 /// Minor + major page faults of the calling thread so far (RUSAGE_THREAD: other threads of
 /// the process, e.g. a test harness's, do not count).
 pub fn thread_faults() -> i64 {
-    // SAFETY: getrusage fills the struct we pass.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: valid pointer to a rusage.
-    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
-        return 0;
-    }
-    ru.ru_minflt + ru.ru_majflt
+    let (minor, major) = faults(UsageWho::RUSAGE_THREAD);
+    minor + major
 }
 
 /// (minor, major) page faults of this process so far.
 pub fn rusage() -> (i64, i64) {
-    // SAFETY: getrusage fills the struct we pass.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: valid pointer to a rusage.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
-        return (0, 0);
+    faults(UsageWho::RUSAGE_SELF)
+}
+
+fn faults(who: UsageWho) -> (i64, i64) {
+    getrusage(who).map_or((0, 0), |u| (u.minor_page_faults(), u.major_page_faults()))
+}
+
+/// A private anonymous read/write mapping (the throughput loops, the stress victim).
+/// Unmapped by [`AnonMapping::unmap`], which reports errors, or on drop.
+pub struct AnonMapping {
+    ptr: NonNull<libc::c_void>,
+    len: NonZeroUsize,
+}
+
+impl AnonMapping {
+    pub fn new(len: NonZeroUsize) -> Result<Self> {
+        // SAFETY: a fresh private anonymous mapping; nothing else aliases it.
+        let ptr = unsafe {
+            mmap_anonymous(
+                None,
+                len,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_PRIVATE,
+            )
+        }
+        .context("mmap of anonymous memory")?;
+        Ok(Self { ptr, len })
     }
-    (ru.ru_minflt, ru.ru_majflt)
+
+    pub fn ptr(&self) -> NonNull<libc::c_void> {
+        self.ptr
+    }
+
+    pub fn unmap(self) -> Result<()> {
+        let me = std::mem::ManuallyDrop::new(self);
+        // SAFETY: exactly the mapping returned by mmap, unmapped once (no Drop after this).
+        unsafe { munmap(me.ptr, me.len.get()) }.context("munmap of anonymous memory")
+    }
+}
+
+impl Drop for AnonMapping {
+    fn drop(&mut self) {
+        // SAFETY: exactly the mapping returned by mmap.
+        let _ = unsafe { munmap(self.ptr, self.len.get()) };
+    }
 }
 
 #[cfg(test)]

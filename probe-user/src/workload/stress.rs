@@ -500,26 +500,15 @@ impl Victim {
 }
 
 fn victim_loop(stop: &AtomicBool, interval: Duration) -> Result<VictimResult> {
-    use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous, munmap};
     let len = std::num::NonZeroUsize::new(64 << 10).context("len")?;
     let mut hist = new_histogram();
     let mut total_ns = 0u64;
     let tid = nix::unistd::gettid().as_raw();
     while !stop.load(Ordering::Relaxed) {
         let t0 = Instant::now();
-        // SAFETY: a fresh private anonymous mapping, unmapped below.
-        let p = unsafe {
-            mmap_anonymous(
-                None,
-                len,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_PRIVATE,
-            )
-        }
-        .context("victim mmap")?;
+        let map = super::AnonMapping::new(len).context("victim mmap")?;
         let t1 = Instant::now();
-        // SAFETY: exactly the mapping made above.
-        unsafe { munmap(p, len.get()) }.context("victim munmap")?;
+        map.unmap().context("victim munmap")?;
         let t2 = Instant::now();
         for d in [t1 - t0, t2 - t1] {
             let ns = d.as_nanos() as u64;

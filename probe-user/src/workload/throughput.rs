@@ -15,10 +15,13 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use nix::sys::mman::{MapFlags, MmapAdvise, ProtFlags, madvise, mmap_anonymous, munmap};
+use nix::sys::mman::{MmapAdvise, madvise};
 use serde::Serialize;
 
-use super::drm::{Device, Mapping};
+use super::{
+    AnonMapping,
+    drm::{Device, Mapping},
+};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -97,16 +100,16 @@ fn measure(args: &ThroughputArgs) -> Result<ThroughputReport> {
             while start.elapsed() < args.duration {
                 let map = AnonMapping::new(len)?;
                 // SAFETY: the mapping is ours. Without THP every page is one fault.
-                unsafe { madvise(map.ptr, len.get(), MmapAdvise::MADV_NOHUGEPAGE) }
+                unsafe { madvise(map.ptr(), len.get(), MmapAdvise::MADV_NOHUGEPAGE) }
                     .context("madvise(MADV_NOHUGEPAGE)")?;
                 let n = len.get().div_ceil(page);
                 for p in 0..n {
                     // SAFETY: p * page < len, inside the mapping.
                     unsafe {
-                        std::ptr::write_volatile(map.ptr.as_ptr().cast::<u8>().add(p * page), 1)
+                        std::ptr::write_volatile(map.ptr().as_ptr().cast::<u8>().add(p * page), 1)
                     };
                 }
-                drop(map);
+                map.unmap()?;
                 pages += n as u64;
                 iterations += 1;
             }
@@ -115,7 +118,7 @@ fn measure(args: &ThroughputArgs) -> Result<ThroughputReport> {
             let len = NonZeroUsize::new(64 << 10).context("zero length")?;
             while start.elapsed() < args.duration {
                 for _ in 0..64 {
-                    drop(AnonMapping::new(len)?);
+                    AnonMapping::new(len)?.unmap()?;
                 }
                 iterations += 64;
             }
@@ -137,35 +140,6 @@ fn measure(args: &ThroughputArgs) -> Result<ThroughputReport> {
         elapsed_ns: elapsed.as_nanos() as u64,
         ops_per_sec: ops / secs,
     })
-}
-
-/// A private anonymous read/write mapping, unmapped on drop.
-struct AnonMapping {
-    ptr: std::ptr::NonNull<libc::c_void>,
-    len: NonZeroUsize,
-}
-
-impl AnonMapping {
-    fn new(len: NonZeroUsize) -> Result<Self> {
-        // SAFETY: a fresh private anonymous mapping; nothing else aliases it.
-        let ptr = unsafe {
-            mmap_anonymous(
-                None,
-                len,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_PRIVATE,
-            )
-        }
-        .context("mmap of anonymous memory")?;
-        Ok(Self { ptr, len })
-    }
-}
-
-impl Drop for AnonMapping {
-    fn drop(&mut self) {
-        // SAFETY: exactly the mapping returned by mmap.
-        let _ = unsafe { munmap(self.ptr, self.len.get()) };
-    }
 }
 
 #[cfg(test)]
