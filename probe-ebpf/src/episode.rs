@@ -88,7 +88,11 @@ pub fn attempt_enter(kind: u8, vmf: u64, vma: u64) {
         }
         Some(st) => {
             if st.between_attempts == 0 {
-                // A stale entry (cannot normally exist: episodes delete theirs).
+                // The thread's entry, idle since its last episode ended: reused in place, so
+                // a fault costs no hash-map insert and delete (thread exit deletes it).
+                if !wanted(&cur) {
+                    return;
+                }
                 begin_episode(st, now);
             } else if kind != attempt_kind::FAULT || vmf_flags & fault_flag::TRIED == 0 {
                 // The retry never came: close the old episode, start a new one.
@@ -201,7 +205,8 @@ pub fn attempt_exit(ret: u32) {
         st.last_attempt_end_ns = now;
         reset_attempt(st);
     } else {
-        let _ = THREADS.remove(cur.tid);
+        // Idle until the thread's next TTM fault (or its exit).
+        st.between_attempts = 0;
     }
 }
 
@@ -255,14 +260,31 @@ pub fn reserve_exit(ret: u32) {
     }
 }
 
+/// Where a fact was observed: at a call site inside a TTM function (the site says where the
+/// thread is), or on a system-wide vmlinux function (the per-thread state must say it).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// At a call site in `ttm_bo_vm_reserve` (or, for waits, in the access function).
+    InReserveSite,
+    /// At a call site in a fault handler, outside reserve.
+    InHandlerSite,
+    /// On the vmlinux function itself, for every caller in the system.
+    SystemWide,
+}
+
 /// `ww_mutex_trylock` return (5.16+): the result of `dma_resv_trylock` inside reserve.
 #[inline(always)]
-pub fn trylock_exit(ret: i32) {
-    if let Some(st) = in_attempt(current().tid)
-        && st.in_reserve != 0
-        && st.in_wait == 0
-        && st.trylock == trylock::UNKNOWN
-    {
+pub fn trylock_exit(ret: i32, seen: Seen) {
+    let Some(st) = in_attempt(current().tid) else {
+        return;
+    };
+    if seen == Seen::InReserveSite {
+        // The site is in reserve: this is also the observation that reserve was called.
+        st.flags |= attempt_flag::RESERVE_CALLED;
+    } else if st.in_reserve == 0 {
+        return;
+    }
+    if st.in_wait == 0 && st.trylock == trylock::UNKNOWN {
         st.trylock = if ret != 0 {
             trylock::ACQUIRED
         } else {
@@ -280,11 +302,15 @@ fn wait_belongs(st: &ThreadState) -> bool {
 
 /// `ww_mutex_lock_interruptible` / `ww_mutex_lock` entry: a reservation wait begins.
 #[inline(always)]
-pub fn wait_enter(lock: u64) {
+pub fn wait_enter(lock: u64, seen: Seen) {
     let Some(st) = in_attempt(current().tid) else {
         return;
     };
-    if !wait_belongs(st) {
+    let belongs = match seen {
+        Seen::SystemWide => wait_belongs(st),
+        _ => st.in_wait == 0,
+    };
+    if !belongs {
         return;
     }
     let now = kernel::now();
@@ -292,7 +318,7 @@ pub fn wait_enter(lock: u64) {
     st.wait_start_ns = now;
     st.resv = lock;
     st.waits = st.waits.saturating_add(1);
-    if st.trylock == trylock::UNKNOWN && st.in_reserve != 0 {
+    if st.trylock == trylock::UNKNOWN && (st.in_reserve != 0 || seen == Seen::InReserveSite) {
         // Kernels without an out-of-line trylock: a lock call inside reserve means it failed.
         if config!(flags) & probe_common::config_flag::TRYLOCK_PROBED == 0 {
             st.trylock = trylock::FAILED;
@@ -362,9 +388,11 @@ fn wait_exit_inner(st: &mut ThreadState, now: u64, ret: i32) {
     st.wait_is_held = 0;
 }
 
-/// `up_read(sem)`: the hottest probe. One map lookup for threads not in a TTM attempt.
+/// `up_read(sem)`: this thread released a semaphore; a drop of its fault's mmap_lock when
+/// `sem` is `&mm->mmap_lock`. System-wide (the `up_read` hook), this is the hottest probe:
+/// one array load while no TTM attempt is in progress, one hash lookup otherwise.
 #[inline(always)]
-pub fn read_unlock(sem: u64) {
+pub fn read_unlock(sem: u64, seen: Seen) {
     if !any_active() {
         return;
     }
@@ -374,7 +402,12 @@ pub fn read_unlock(sem: u64) {
     if st.depth == 0 || sem != st.mm_lock || st.mm_lock == 0 {
         return;
     }
-    if st.in_reserve != 0 {
+    let in_reserve = match seen {
+        Seen::InReserveSite => true,
+        Seen::InHandlerSite => false,
+        Seen::SystemWide => st.in_reserve != 0,
+    };
+    if in_reserve {
         st.flags |= attempt_flag::DROPPED_IN_RESERVE;
     } else {
         st.flags |= attempt_flag::DROPPED_OUTSIDE_RESERVE;

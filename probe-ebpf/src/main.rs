@@ -20,7 +20,10 @@ use aya_ebpf::{
 };
 use probe_common::{EventKind, HolderRelease, WaiterEvent, attempt_kind, stat};
 
-use crate::maps::{CONTENDED, EVENTS, RELEASES, STACKS, bump};
+use crate::{
+    episode::Seen,
+    maps::{CONTENDED, EVENTS, RELEASES, STACKS, bump},
+};
 
 /// `ttm_bo_vm_fault(struct vm_fault *vmf)` (ttm.ko, 5.5+; static `ttm_bo_vm_fault` in 5.4) and
 /// the driver fault handlers that call `ttm_bo_vm_reserve` (amdgpu_gem_fault, radeon_gem_fault,
@@ -77,7 +80,7 @@ pub fn ttm_reserve_exit(ctx: RetProbeContext) -> u32 {
 /// the result of `dma_resv_trylock` inside reserve. System-wide: one map lookup.
 #[kretprobe]
 pub fn resv_trylock_exit(ctx: RetProbeContext) -> u32 {
-    episode::trylock_exit(ctx.ret::<u64>() as i32);
+    episode::trylock_exit(ctx.ret::<u64>() as i32, Seen::SystemWide);
     0
 }
 
@@ -86,7 +89,7 @@ pub fn resv_trylock_exit(ctx: RetProbeContext) -> u32 {
 #[kprobe]
 pub fn resv_lock_enter(ctx: ProbeContext) -> u32 {
     if let Some(lock) = ctx.arg::<u64>(0) {
-        episode::wait_enter(lock);
+        episode::wait_enter(lock, Seen::SystemWide);
     }
     0
 }
@@ -125,7 +128,69 @@ pub fn resv_unlock_enter(ctx: ProbeContext) -> u32 {
 #[kprobe]
 pub fn mmap_read_unlock(ctx: ProbeContext) -> u32 {
     if let Some(sem) = ctx.arg::<u64>(0) {
-        episode::read_unlock(sem);
+        episode::read_unlock(sem, Seen::SystemWide);
+    }
+    0
+}
+
+// Call-site hooks (the default where the loaded module's file is found; see probe-user's
+// `callsites`): kprobes on instructions inside TTM's own functions, placed from the module's
+// relocations. They run only when a TTM fault executes that call, never for the rest of the
+// system, and (unlike trampolines) with preemption off, so a preempted program cannot make
+// the kernel skip another thread's run. On a call instruction the arguments are still in
+// their registers; on the instruction after it, `rax` holds the return value.
+
+#[inline(always)]
+fn regs(ctx: &ProbeContext) -> Option<&aya_ebpf::bindings::pt_regs> {
+    // SAFETY: a kprobe's context is the trapped task's pt_regs, valid for the program's run.
+    unsafe { ctx.regs.as_ref() }
+}
+
+/// After `call ww_mutex_trylock` in `ttm_bo_vm_reserve` (5.16+, every version since): the
+/// trylock's result, and the fact that reserve ran.
+#[kprobe]
+pub fn site_trylock_ret(ctx: ProbeContext) -> u32 {
+    if let Some(r) = regs(&ctx) {
+        episode::trylock_exit(r.rax as i32, Seen::InReserveSite);
+    }
+    0
+}
+
+/// `call up_read` in `ttm_bo_vm_reserve` (5.8+ `mmap_read_unlock`, `up_read(&mm->mmap_sem)`
+/// before): the fault drops mmap_lock before waiting for the reservation.
+#[kprobe]
+pub fn site_unlock_in_reserve(ctx: ProbeContext) -> u32 {
+    if let Some(sem) = ctx.arg::<u64>(0) {
+        episode::read_unlock(sem, Seen::InReserveSite);
+    }
+    0
+}
+
+/// `call up_read` in a fault handler outside reserve (`ttm_bo_vm_fault_reserved`, which
+/// inlines `ttm_bo_vm_fault_idle`, 5.5+): mmap_lock dropped for a fence wait.
+#[kprobe]
+pub fn site_unlock_in_handler(ctx: ProbeContext) -> u32 {
+    if let Some(sem) = ctx.arg::<u64>(0) {
+        episode::read_unlock(sem, Seen::InHandlerSite);
+    }
+    0
+}
+
+/// `call ww_mutex_lock_interruptible` / `call ww_mutex_lock` in reserve (both the held and
+/// the dropped wait) or in `ttm_bo_vm_access` / `ttm_bo_access`: a reservation wait begins.
+#[kprobe]
+pub fn site_lock_call(ctx: ProbeContext) -> u32 {
+    if let Some(lock) = ctx.arg::<u64>(0) {
+        episode::wait_enter(lock, Seen::InReserveSite);
+    }
+    0
+}
+
+/// The instruction after such a call: the wait ended with `rax` (0, -EINTR, -EDEADLK...).
+#[kprobe]
+pub fn site_lock_ret(ctx: ProbeContext) -> u32 {
+    if let Some(r) = regs(&ctx) {
+        episode::wait_exit(r.rax as i32);
     }
     0
 }
@@ -141,21 +206,21 @@ pub fn mmap_read_unlock(ctx: ProbeContext) -> u32 {
 /// in the system (every page fault before per-VMA locks, 6.4).
 #[fentry(function = "up_read")]
 pub fn up_read_fentry(ctx: FEntryContext) -> i32 {
-    episode::read_unlock(ctx.arg::<u64>(0));
+    episode::read_unlock(ctx.arg::<u64>(0), Seen::SystemWide);
     0
 }
 
 /// fexit on `ww_mutex_trylock(lock, ctx)`; see [`resv_trylock_exit`].
 #[fexit(function = "ww_mutex_trylock")]
 pub fn ww_mutex_trylock_fexit(ctx: FExitContext) -> i32 {
-    episode::trylock_exit(ctx.arg::<u64>(2) as i32);
+    episode::trylock_exit(ctx.arg::<u64>(2) as i32, Seen::SystemWide);
     0
 }
 
 /// fentry on `ww_mutex_lock_interruptible(lock, ctx)`; see [`resv_lock_enter`].
 #[fentry(function = "ww_mutex_lock_interruptible")]
 pub fn ww_mutex_lock_interruptible_fentry(ctx: FEntryContext) -> i32 {
-    episode::wait_enter(ctx.arg::<u64>(0));
+    episode::wait_enter(ctx.arg::<u64>(0), Seen::SystemWide);
     0
 }
 
@@ -169,7 +234,7 @@ pub fn ww_mutex_lock_interruptible_fexit(ctx: FExitContext) -> i32 {
 /// fentry on `ww_mutex_lock(lock, ctx)`; see [`resv_lock_enter`].
 #[fentry(function = "ww_mutex_lock")]
 pub fn ww_mutex_lock_fentry(ctx: FEntryContext) -> i32 {
-    episode::wait_enter(ctx.arg::<u64>(0));
+    episode::wait_enter(ctx.arg::<u64>(0), Seen::SystemWide);
     0
 }
 

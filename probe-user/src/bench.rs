@@ -648,7 +648,10 @@ pub fn merge(recs: &[Recording], force: bool) -> Result<(Recording, Vec<String>)
         format: first.format.clone(),
         version: first.version,
         meta,
-        probe_stats: sum_fields(recs.iter().map(|r| &r.probe_stats), "probe_stats")?,
+        probe_stats: recs
+            .iter()
+            .skip(1)
+            .fold(first.probe_stats, |acc, r| acc.plus(&r.probe_stats)),
         undecodable_records: recs.iter().map(|r| r.undecodable_records).sum(),
         state_entries_at_end: sum_fields(
             recs.iter().map(|r| &r.state_entries_at_end),

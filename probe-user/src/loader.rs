@@ -13,8 +13,9 @@ use aya::{
 use probe_common::{MmWatch, ProbeConfig, ThreadState, WaiterState, config_flag, names, stat};
 
 use crate::{
+    callsites::SitePlan,
     discovery::{AttachPlan, ContentionSource},
-    retprobe::{self, RetProbe},
+    retprobe::{self, ProbeKind, RetProbe},
     session::VmlinuxHooks,
 };
 
@@ -28,6 +29,9 @@ pub struct LoadOptions {
     /// Capture the reservation holder's kernel stack at release (kprobe on ww_mutex_unlock).
     pub holder_stacks: bool,
     pub vmlinux_hooks: VmlinuxHooks,
+    /// Call sites inside the TTM functions to hook instead of the vmlinux functions
+    /// (`callsites`); `None`: hook `ww_mutex_*` and `up_read` themselves.
+    pub sites: Option<SitePlan>,
 }
 
 /// Attached probes. Dropping it detaches everything (tracefs events included).
@@ -42,7 +46,7 @@ pub struct Probes {
 impl Probes {
     pub fn load(plan: &AttachPlan, opts: &LoadOptions) -> Result<Self> {
         let mut config = opts.config;
-        if plan.trylock.is_some() {
+        if plan.trylock.is_some() || opts.sites.is_some() {
             config.flags |= config_flag::TRYLOCK_PROBED;
         }
         if opts.holder_stacks {
@@ -64,13 +68,53 @@ impl Probes {
             probes.kprobe("ttm_fault_enter", sym)?;
             probes.kretprobe("ttm_fault_exit", sym, &tracefs, opts.maxactive)?;
         }
-        if let Some(sym) = &plan.reserve {
-            probes.kprobe("ttm_reserve_enter", sym)?;
-            probes.kretprobe("ttm_reserve_exit", sym, &tracefs, opts.maxactive)?;
-        }
         if let Some(sym) = &plan.access {
             probes.kprobe("ttm_access_enter", sym)?;
             probes.kretprobe("ttm_access_exit", sym, &tracefs, opts.maxactive)?;
+        }
+        if let Some(sites) = &opts.sites {
+            // Reserve's facts come from its call sites (the trylock return says it ran).
+            for site in sites.sites() {
+                probes
+                    .kprobe_at(site.role.program(), &site.function, site.offset, &tracefs)
+                    .with_context(|| format!("call site of {} ({:?})", site.callee, site.role))?;
+            }
+        } else {
+            probes.vmlinux_functions(plan, opts, &tracefs)?;
+        }
+        if opts.holder_stacks {
+            probes.kprobe("resv_unlock_enter", "ww_mutex_unlock")?;
+        }
+        match &plan.contention {
+            ContentionSource::Tracepoints => {
+                probes.raw_tracepoint("lock_contention_begin", "contention_begin")?;
+                probes.raw_tracepoint("lock_contention_end", "contention_end")?;
+            }
+            ContentionSource::RwsemSlowpath(syms) => {
+                for sym in syms {
+                    probes.kprobe("rwsem_slow_enter", sym)?;
+                    probes.kretprobe("rwsem_slow_exit", sym, &tracefs, opts.maxactive)?;
+                }
+            }
+            ContentionSource::Unavailable => {}
+        }
+        probes.raw_tracepoint("thread_exit", "sched_process_exit")?;
+        Ok(probes)
+    }
+
+    /// Hooks on `ttm_bo_vm_reserve` and on the vmlinux functions it calls (`ww_mutex_*`,
+    /// `up_read`): BPF trampolines when the kernel takes them, kprobes otherwise. These fire
+    /// for every caller in the system; used where call sites cannot be found.
+    fn vmlinux_functions(
+        &mut self,
+        plan: &AttachPlan,
+        opts: &LoadOptions,
+        tracefs: &std::path::Path,
+    ) -> Result<()> {
+        let probes = self;
+        if let Some(sym) = &plan.reserve {
+            probes.kprobe("ttm_reserve_enter", sym)?;
+            probes.kretprobe("ttm_reserve_exit", sym, tracefs, opts.maxactive)?;
         }
         // vmlinux functions: BTF trampolines when the kernel takes them, kprobes otherwise.
         let trampolines = match opts.vmlinux_hooks {
@@ -91,32 +135,15 @@ impl Probes {
         };
         if !trampolines {
             if let Some(sym) = &plan.trylock {
-                probes.kretprobe("resv_trylock_exit", sym, &tracefs, opts.maxactive)?;
+                probes.kretprobe("resv_trylock_exit", sym, tracefs, opts.maxactive)?;
             }
             for sym in &plan.resv_lock {
                 probes.kprobe("resv_lock_enter", sym)?;
-                probes.kretprobe("resv_lock_exit", sym, &tracefs, opts.maxactive)?;
+                probes.kretprobe("resv_lock_exit", sym, tracefs, opts.maxactive)?;
             }
             probes.kprobe("mmap_read_unlock", &plan.read_unlock)?;
         }
-        if opts.holder_stacks {
-            probes.kprobe("resv_unlock_enter", "ww_mutex_unlock")?;
-        }
-        match &plan.contention {
-            ContentionSource::Tracepoints => {
-                probes.raw_tracepoint("lock_contention_begin", "contention_begin")?;
-                probes.raw_tracepoint("lock_contention_end", "contention_end")?;
-            }
-            ContentionSource::RwsemSlowpath(syms) => {
-                for sym in syms {
-                    probes.kprobe("rwsem_slow_enter", sym)?;
-                    probes.kretprobe("rwsem_slow_exit", sym, &tracefs, opts.maxactive)?;
-                }
-            }
-            ContentionSource::Unavailable => {}
-        }
-        probes.raw_tracepoint("thread_exit", "sched_process_exit")?;
-        Ok(probes)
+        Ok(())
     }
 
     /// Attaches the vmlinux hooks (trylock, reservation waits, up_read) as fentry/fexit. On
@@ -217,6 +244,22 @@ impl Probes {
         Ok(())
     }
 
+    /// A kprobe on the instruction at `symbol+offset` (a call site), through tracefs so that
+    /// its misses are counted.
+    fn kprobe_at(
+        &mut self,
+        prog: &str,
+        symbol: &str,
+        offset: u64,
+        tracefs: &std::path::Path,
+    ) -> Result<()> {
+        let fd = self.kprobe_prog(prog)?.fd()?.as_fd().try_clone_to_owned()?;
+        let rp = RetProbe::attach_kind(tracefs, symbol, ProbeKind::At { offset }, fd.as_fd())?;
+        self.retprobes.push(rp);
+        self.attached.push(format!("kprobe:{symbol}+{offset:#x}"));
+        Ok(())
+    }
+
     fn kretprobe(
         &mut self,
         prog: &str,
@@ -270,8 +313,33 @@ impl Probes {
             watch_map_full: sum(stat::WATCH_MAP_FULL),
             waiter_map_full: sum(stat::WAITER_MAP_FULL),
             read_faults: sum(stat::READ_FAULTS),
-            retprobe_misses: self.retprobes.iter().filter_map(RetProbe::misses).sum(),
+            retprobe_misses: self
+                .retprobes
+                .iter()
+                .filter(|p| p.is_return())
+                .filter_map(RetProbe::misses)
+                .sum(),
+            kprobe_misses: self
+                .retprobes
+                .iter()
+                .filter(|p| !p.is_return())
+                .filter_map(RetProbe::misses)
+                .sum(),
+            recursion_misses: self.recursion_misses(),
         })
+    }
+
+    /// Sum of `recursion_misses` over the loaded programs; `None` if the kernel reports it
+    /// for none of them (before 5.12).
+    fn recursion_misses(&self) -> Option<u64> {
+        let mut total = None;
+        for (_, prog) in self.ebpf.programs() {
+            let Ok(fd) = prog.fd() else { continue };
+            if let Some(n) = recursion_misses(fd.as_fd()) {
+                total = Some(total.unwrap_or(0) + n);
+            }
+        }
+        total
     }
 
     /// Kernel stack (return addresses, innermost first) recorded under `id` in `STACKS`.
@@ -326,4 +394,179 @@ pub struct ProbeStats {
     pub waiter_map_full: u64,
     pub read_faults: u64,
     pub retprobe_misses: u64,
+    /// Hits of ttmlat's tracefs kprobes (call sites) that the kernel did not run the program
+    /// for (`kprobe_profile` nmissed). Absent before 0.2.
+    #[serde(default)]
+    pub kprobe_misses: u64,
+    /// Runs of ttmlat's programs that the kernel skipped because a program was already
+    /// running on that CPU (`recursion_misses` in each program's fdinfo, 5.12+; `None` where
+    /// the kernel does not report it). Absent before 0.2.
+    #[serde(default)]
+    pub recursion_misses: Option<u64>,
+}
+
+/// One way the kernel can lose what ttmlat would have observed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LossChannel {
+    /// Field of [`ProbeStats`] (recordings, JSON).
+    pub field: &'static str,
+    /// `reason` label of `ttmlat_lost_events_total`.
+    pub reason: &'static str,
+    /// Words for the terminal report.
+    pub words: &'static str,
+    /// `None`: this kernel does not report it.
+    pub value: Option<u64>,
+}
+
+impl ProbeStats {
+    /// Number of [`Self::channels`].
+    pub const CHANNELS: usize = 9;
+
+    /// Every loss channel, in one table: the report, `/metrics`, `compare` and the lab
+    /// tests' "nothing lost" checks all iterate it.
+    pub fn channels(&self) -> [LossChannel; Self::CHANNELS] {
+        let c = |field, reason, words, value: u64| LossChannel {
+            field,
+            reason,
+            words,
+            value: Some(value),
+        };
+        [
+            c(
+                "ringbuf_drops",
+                "ring_buffer_full",
+                "ring buffer full",
+                self.ringbuf_drops,
+            ),
+            c(
+                "retprobe_misses",
+                "retprobe_missed",
+                "return probes missed",
+                self.retprobe_misses,
+            ),
+            c(
+                "kprobe_misses",
+                "kprobe_missed",
+                "kprobes missed",
+                self.kprobe_misses,
+            ),
+            LossChannel {
+                field: "recursion_misses",
+                reason: "program_skipped",
+                words: "programs skipped (recursion)",
+                value: self.recursion_misses,
+            },
+            c(
+                "thread_map_full",
+                "thread_map_full",
+                "thread map full",
+                self.thread_map_full,
+            ),
+            c(
+                "watch_map_full",
+                "watch_map_full",
+                "mm watch map full",
+                self.watch_map_full,
+            ),
+            c(
+                "waiter_map_full",
+                "waiter_map_full",
+                "waiter map full",
+                self.waiter_map_full,
+            ),
+            c(
+                "orphan_returns",
+                "orphan_return",
+                "orphan returns",
+                self.orphan_returns,
+            ),
+            c(
+                "read_faults",
+                "read_fault",
+                "kernel reads failed",
+                self.read_faults,
+            ),
+        ]
+    }
+
+    /// Both sessions' losses (merged recordings). A channel one of them could not read
+    /// stays unknown.
+    pub fn plus(&self, o: &ProbeStats) -> ProbeStats {
+        ProbeStats {
+            ringbuf_drops: self.ringbuf_drops + o.ringbuf_drops,
+            thread_map_full: self.thread_map_full + o.thread_map_full,
+            orphan_returns: self.orphan_returns + o.orphan_returns,
+            watch_map_full: self.watch_map_full + o.watch_map_full,
+            waiter_map_full: self.waiter_map_full + o.waiter_map_full,
+            read_faults: self.read_faults + o.read_faults,
+            retprobe_misses: self.retprobe_misses + o.retprobe_misses,
+            kprobe_misses: self.kprobe_misses + o.kprobe_misses,
+            recursion_misses: self
+                .recursion_misses
+                .zip(o.recursion_misses)
+                .map(|(a, b)| a + b),
+        }
+    }
+
+    /// Sum of every channel the kernel reports.
+    pub fn total(&self) -> u64 {
+        self.channels().iter().filter_map(|c| c.value).sum()
+    }
+}
+
+/// `recursion_misses` of a BPF program fd (`/proc/self/fdinfo/N`, 5.12+).
+fn recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
+    parse_fdinfo_field(&text, "recursion_misses")
+}
+
+fn parse_fdinfo_field(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        (k.trim() == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fdinfo_fields_are_read() {
+        let text = "prog_type:\t6\nrun_cnt:\t0\nrecursion_misses:\t5\nverified_insns:\t30\n";
+        assert_eq!(parse_fdinfo_field(text, "recursion_misses"), Some(5));
+        assert_eq!(
+            parse_fdinfo_field("prog_type:\t6\n", "recursion_misses"),
+            None
+        );
+    }
+
+    #[test]
+    fn every_channel_is_in_the_table_once() {
+        let s = ProbeStats {
+            ringbuf_drops: 1,
+            thread_map_full: 2,
+            orphan_returns: 3,
+            watch_map_full: 4,
+            waiter_map_full: 5,
+            read_faults: 6,
+            retprobe_misses: 7,
+            kprobe_misses: 8,
+            recursion_misses: Some(9),
+        };
+        let ch = s.channels();
+        assert_eq!(s.total(), 45);
+        // Every field of the serialized struct is a channel, and the other way round.
+        let json = serde_json::to_value(s).expect("serializes");
+        let fields = json.as_object().expect("an object");
+        assert_eq!(fields.len(), ch.len());
+        for c in ch {
+            assert_eq!(fields[c.field].as_u64(), c.value, "{}", c.field);
+        }
+        let mut reasons: Vec<&str> = ch.iter().map(|c| c.reason).collect();
+        reasons.sort_unstable();
+        reasons.dedup();
+        assert_eq!(reasons.len(), ch.len());
+    }
 }

@@ -7,6 +7,7 @@
 mod aggregate;
 mod attribution;
 mod bench;
+mod callsites;
 mod check;
 mod compare;
 mod discovery;

@@ -42,6 +42,11 @@ pub struct Meta {
     /// Lab variant label (stock/blocking), when run in the lab.
     pub ttm_variant: Option<String>,
     pub attach_points: Vec<String>,
+    /// Where reservation and mmap_lock facts were hooked: "call-sites" (inside the TTM
+    /// functions, from the module files named) or "vmlinux" (the functions themselves), with
+    /// the reason when call sites could not be used. Absent in recordings before 0.2.
+    #[serde(default)]
+    pub hook_sites: Option<String>,
     pub handlers: Vec<String>,
     pub contention_source: String,
     pub drivers_seen: Vec<String>,

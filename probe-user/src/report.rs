@@ -124,10 +124,18 @@ pub fn render(title: &str, agg: &Aggregate, stats: &ProbeStats, undecodable: u64
         let d: Vec<&str> = agg.drivers.iter().map(String::as_str).collect();
         let _ = writeln!(out, "  drivers: {}", d.join(", "));
     }
+    let lost: Vec<String> = stats
+        .channels()
+        .iter()
+        .map(|c| {
+            let v = c.value.map_or_else(|| "—".to_string(), |v| v.to_string());
+            format!("{} {v}", c.words)
+        })
+        .collect();
     let _ = writeln!(
         out,
-        "  lost: ring buffer {}, return probes missed {}, thread map full {}, undecodable {}",
-        stats.ringbuf_drops, stats.retprobe_misses, stats.thread_map_full, undecodable
+        "  lost: {}, undecodable {undecodable}",
+        lost.join(", ")
     );
     out
 }

@@ -42,6 +42,16 @@ pub struct RetProbe {
     tracefs: PathBuf,
     event: String,
     perf: Option<OwnedFd>,
+    is_return: bool,
+}
+
+/// What a tracefs probe is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeKind {
+    /// `r<maxactive>:` on a function's return.
+    Return { maxactive: u32 },
+    /// `p:` on the instruction at `symbol+offset` (a call site).
+    At { offset: u64 },
 }
 
 impl RetProbe {
@@ -52,17 +62,42 @@ impl RetProbe {
         maxactive: u32,
         prog_fd: std::os::fd::BorrowedFd<'_>,
     ) -> Result<Self> {
-        let alias = format!("r_{}", symbol.replace(['.', '-'], "_"));
+        Self::attach_kind(tracefs, symbol, ProbeKind::Return { maxactive }, prog_fd)
+    }
+
+    /// Creates a tracefs kprobe of `kind` on `symbol` and attaches `prog_fd` to it. Going
+    /// through tracefs (rather than the perf kprobe PMU) makes every probe's misses readable
+    /// in `kprobe_profile` on every kernel.
+    pub fn attach_kind(
+        tracefs: &Path,
+        symbol: &str,
+        kind: ProbeKind,
+        prog_fd: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<Self> {
+        let clean = symbol.replace(['.', '-'], "_");
+        let (alias, def, what) = match kind {
+            ProbeKind::Return { maxactive } => (
+                format!("r_{clean}"),
+                format!("r{maxactive}"),
+                "a return probe",
+            ),
+            ProbeKind::At { offset } => (format!("p_{clean}_{offset:x}"), "p".into(), "a probe"),
+        };
+        let target = match kind {
+            ProbeKind::Return { .. } => symbol.to_string(),
+            ProbeKind::At { offset } => format!("{symbol}+{offset:#x}"),
+        };
         let event = format!("{}/{}", group(), alias);
         append(
             &tracefs.join("kprobe_events"),
-            &format!("r{maxactive}:{event} {symbol}\n"),
+            &format!("{def}:{event} {target}\n"),
         )
-        .with_context(|| format!("cannot create a return probe on {symbol}"))?;
+        .with_context(|| format!("cannot create {what} on {target}"))?;
         let mut probe = Self {
             tracefs: tracefs.to_path_buf(),
             event: event.clone(),
             perf: None,
+            is_return: matches!(kind, ProbeKind::Return { .. }),
         };
         let id_path = tracefs.join("events").join(&event).join("id");
         let id: u64 = fs::read_to_string(&id_path)
@@ -71,24 +106,29 @@ impl RetProbe {
             .parse()
             .with_context(|| format!("parsing {}", id_path.display()))?;
         let fd = perf_event_open_tracepoint(id)
-            .with_context(|| format!("perf_event_open for the return probe on {symbol}"))?;
+            .with_context(|| format!("perf_event_open for {what} on {target}"))?;
         // SAFETY: plain ioctls on a perf event fd we own, with a valid program fd.
         unsafe {
             if libc::ioctl(fd.as_raw_fd(), PERF_EVENT_IOC_SET_BPF, prog_fd.as_raw_fd()) != 0 {
                 return Err(std::io::Error::last_os_error())
-                    .with_context(|| format!("attaching BPF to the return probe on {symbol}"));
+                    .with_context(|| format!("attaching BPF to {what} on {target}"));
             }
             if libc::ioctl(fd.as_raw_fd(), PERF_EVENT_IOC_ENABLE, 0) != 0 {
                 return Err(std::io::Error::last_os_error())
-                    .with_context(|| format!("enabling the return probe on {symbol}"));
+                    .with_context(|| format!("enabling {what} on {target}"));
             }
         }
         probe.perf = Some(fd);
         Ok(probe)
     }
 
-    /// Misses reported by `kprobe_profile` (returns not traced because all `maxactive`
-    /// instances were in use).
+    /// A return probe (else a probe on an instruction).
+    pub fn is_return(&self) -> bool {
+        self.is_return
+    }
+
+    /// Misses reported by `kprobe_profile`: returns not traced because all `maxactive`
+    /// instances were in use, or hits while another kprobe ran on the CPU (`nmissed`).
     pub fn misses(&self) -> Option<u64> {
         let text = fs::read_to_string(self.tracefs.join("kprobe_profile")).ok()?;
         parse_profile_misses(&text, &self.event)

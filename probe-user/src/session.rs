@@ -49,6 +49,68 @@ pub struct TraceArgs {
     /// BPF trampolines (fentry/fexit, cheaper) with kprobes as fallback, or only one of them.
     #[arg(long, value_enum, default_value_t = VmlinuxHooks::Auto)]
     pub vmlinux_hooks: VmlinuxHooks,
+    /// Where to observe the trylock, the mmap_lock drop and the reservation waits: at their
+    /// call sites inside the TTM functions (nothing runs for the rest of the system; needs
+    /// the loaded module's .ko file), on the vmlinux functions themselves (every caller in
+    /// the system pays), or call sites when their module file is found.
+    #[arg(long, value_enum, default_value_t = HookSites::Auto)]
+    pub hook_sites: HookSites,
+    /// A module file (.ko, .ko.xz, .ko.zst) to look for call sites in, besides
+    /// /lib/modules/$(uname -r); for modules loaded from elsewhere (insmod). Its build id
+    /// must match the loaded module's.
+    #[arg(
+        long = "module-file",
+        env = "TTMLAT_MODULE_FILES",
+        value_delimiter = ':'
+    )]
+    pub module_files: Vec<PathBuf>,
+}
+
+/// See [`TraceArgs::hook_sites`].
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookSites {
+    /// Call sites when every probed module's file is found, vmlinux functions otherwise.
+    Auto,
+    /// Call sites, or fail with the reason.
+    CallSites,
+    /// The vmlinux functions (`--vmlinux-hooks` says how).
+    Vmlinux,
+}
+
+/// The call sites to hook, and how the choice is described in recordings.
+pub fn choose_sites(
+    args: &TraceArgs,
+    plan: &crate::discovery::AttachPlan,
+    release: &str,
+) -> Result<(Option<crate::callsites::SitePlan>, String)> {
+    if args.hook_sites == HookSites::Vmlinux {
+        return Ok((None, "vmlinux (--hook-sites vmlinux)".into()));
+    }
+    match crate::callsites::plan(plan, release, &args.module_files) {
+        Ok(sites) => {
+            let files: Vec<String> = sites
+                .modules
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{} ({} sites, build id {})",
+                        m.file.display(),
+                        m.sites.len(),
+                        m.build_id
+                    )
+                })
+                .collect();
+            Ok((Some(sites), format!("call-sites in {}", files.join(", "))))
+        }
+        Err(e) if args.hook_sites == HookSites::Auto => {
+            log::warn!(
+                "hooking the vmlinux functions themselves (every up_read and ww_mutex call in \
+                 the system pays): {e:#}"
+            );
+            Ok((None, format!("vmlinux: {e:#}")))
+        }
+        Err(e) => Err(e.context("--hook-sites call-sites")),
+    }
 }
 
 /// See [`TraceArgs::vmlinux_hooks`].
@@ -165,6 +227,7 @@ pub async fn run_with_sink(
     // An eighth of the ring: the reader wakes long before the ring can fill, and otherwise
     // drains every DRAIN_EVERY.
     config.wake_bytes = u64::from(ring_bytes / 8);
+    let (sites, hook_sites) = choose_sites(args, &plan, &kernel.release)?;
     let mut probes = Probes::load(
         &plan,
         &LoadOptions {
@@ -173,6 +236,7 @@ pub async fn run_with_sink(
             maxactive: args.maxactive.clamp(1, 4096),
             holder_stacks: args.holder_stack,
             vmlinux_hooks: args.vmlinux_hooks,
+            sites,
         },
     )?;
     let mut meta = Meta {
@@ -187,6 +251,7 @@ pub async fn run_with_sink(
         kernel_taint: kernel.taint,
         ttm_variant: std::env::var("LAB_TTM").ok(),
         attach_points: probes.attached.clone(),
+        hook_sites: Some(hook_sites),
         handlers: plan.handler_notes(),
         contention_source: format!("{:?}", plan.contention),
         drivers_seen: Vec::new(),

@@ -113,3 +113,43 @@ pub fn count_map(v: &Value) -> std::collections::BTreeMap<String, u64> {
 pub fn num(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)
 }
+
+/// Every loss channel a recording's `probe_stats` must carry (ttmlat's `ProbeStats`), and
+/// `undecodable_records`. A missing, renamed or non-numeric field fails, as does any loss:
+/// ring buffer, return probes, kprobes (`nmissed`), programs the kernel skipped
+/// (`recursion_misses`), full maps, orphan returns, failed reads.
+pub const LOSS_FIELDS: [&str; 9] = [
+    "ringbuf_drops",
+    "retprobe_misses",
+    "kprobe_misses",
+    "recursion_misses",
+    "thread_map_full",
+    "watch_map_full",
+    "waiter_map_full",
+    "orphan_returns",
+    "read_faults",
+];
+
+/// Fails unless the recording says, for every loss channel, that nothing was lost.
+pub fn assert_nothing_lost(name: &str, rec: &Value) -> anyhow::Result<()> {
+    let stats = rec["probe_stats"]
+        .as_object()
+        .ok_or_else(|| anyhow::anyhow!("{name}: recording has no probe_stats object"))?;
+    for k in LOSS_FIELDS {
+        match stats.get(k).and_then(Value::as_u64) {
+            Some(0) => {}
+            Some(n) => anyhow::bail!("{name}: lost: {k} = {n}"),
+            None => anyhow::bail!("{name}: probe_stats.{k} is missing or not a count: {stats:?}"),
+        }
+    }
+    for k in stats.keys() {
+        anyhow::ensure!(
+            LOSS_FIELDS.contains(&k.as_str()),
+            "{name}: probe_stats.{k} is a loss channel this test does not know"
+        );
+    }
+    match rec["undecodable_records"].as_u64() {
+        Some(0) => Ok(()),
+        other => anyhow::bail!("{name}: undecodable_records = {other:?}"),
+    }
+}

@@ -31,18 +31,7 @@ fn check_recording(name: &str, rec: &Value, reps: u64, rounds: u64, threads: u64
         "{name}: repetitions {}",
         rec["repetitions"]
     );
-    for k in [
-        "ringbuf_drops",
-        "retprobe_misses",
-        "thread_map_full",
-        "orphan_returns",
-    ] {
-        ensure!(
-            u(&rec["probe_stats"][k]) == 0,
-            "{name}: lost records: {k} = {}",
-            rec["probe_stats"][k]
-        );
-    }
+    xtask::labtest::assert_nothing_lost(name, rec)?;
     let runs = rec["bench"]["runs"].as_array().context("bench.runs")?;
     ensure!(runs.len() as u64 == reps, "{name}: {} runs", runs.len());
     let mut pids = Vec::new();

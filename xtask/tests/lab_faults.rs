@@ -182,8 +182,9 @@ const SCRAPES: usize = 100;
 /// with its first series: the held-wait histograms only once a held wait has happened, which
 /// in CI was after the first wave had begun. All of them are in the final scrape.
 const FAMILIES: usize = 11;
-/// Reasons of `ttmlat_lost_events_total` (the last family: all present = scrape complete).
-const LOST_REASONS: usize = 8;
+/// Reasons of `ttmlat_lost_events_total` (the last family: all present = scrape complete):
+/// every loss channel of the recording, and undecodable records.
+const LOST_REASONS: usize = xtask::labtest::LOSS_FIELDS.len() + 1;
 /// `ttmlat serve --max-connections` default: connections (fds) it holds at most.
 const SERVE_MAX_CONNECTIONS: u64 = 64;
 /// Threads of `ttmlat serve`: the runtime thread plus at most 2 rendering threads.

@@ -53,17 +53,7 @@ fn process(rec: &Value, pid: u64) -> Result<&Value> {
 }
 
 fn assert_nothing_lost(rec: &Value) -> Result<()> {
-    let s = &rec["probe_stats"];
-    for k in [
-        "ringbuf_drops",
-        "retprobe_misses",
-        "thread_map_full",
-        "orphan_returns",
-    ] {
-        ensure!(u(&s[k]) == 0, "ttmlat lost records: {k} = {}", s[k]);
-    }
-    ensure!(u(&rec["undecodable_records"]) == 0, "undecodable records");
-    Ok(())
+    labtest::assert_nothing_lost("ttmlat", rec)
 }
 
 /// Issue 2: the number of faults ttmlat reports for a workload equals what tracefs kprobes
@@ -208,10 +198,44 @@ fn contention_with(kernel: &str, ttm: TtmVariant, record_args: &str) -> Result<C
     })
 }
 
+/// Unless told otherwise (`--hook-sites vmlinux`), ttmlat found the loaded ttm.ko's call
+/// sites and hooked nothing system-wide: no program on up_read or ww_mutex_*.
+fn check_hook_sites(label: &str, rec: &Value) -> Result<()> {
+    let meta = &rec["meta"];
+    let points: Vec<&str> = meta["attach_points"]
+        .as_array()
+        .context("recording has no attach_points")?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let how = meta["hook_sites"].as_str().unwrap_or("(missing)");
+    let command = meta["command_line"].to_string();
+    if command.contains("--hook-sites vmlinux") || command.contains("\"vmlinux\"") {
+        return Ok(());
+    }
+    ensure!(
+        how.starts_with("call-sites"),
+        "{label}: call sites were not used: {how}"
+    );
+    let system_wide = |p: &&str| {
+        let f = p.split_once(':').map_or(*p, |(_, f)| f);
+        // ww_mutex_unlock is --holder-stack's, system-wide by design (and said so).
+        f == "up_read" || (f.starts_with("ww_mutex_") && f != "ww_mutex_unlock")
+    };
+    ensure!(
+        !points.iter().any(system_wide)
+            && points.iter().any(|p| p.contains("ttm_bo_vm_reserve+0x")),
+        "{label}: attached {points:?} ({how})"
+    );
+    eprintln!("{label}: {how}");
+    Ok(())
+}
+
 /// Checks shared by every kernel variant: ttmlat's counts equal the observer's, its latency
 /// agrees with the workload's own, and nothing was lost.
 fn common_checks(label: &str, c: &Contention) -> Result<()> {
     assert_nothing_lost(&c.rec)?;
+    check_hook_sites(label, &c.rec)?;
     ensure!(
         c.observer_misses == 0,
         "{label}: the observer missed returns"
@@ -424,7 +448,11 @@ fn stock_6_1_drops_mmap_lock_and_retries() -> Result<()> {
 fn stock_6_1_drops_mmap_lock_and_retries_with_kprobe_hooks() -> Result<()> {
     // The fallback for kernels that refuse BPF trampolines: the same facts from kprobes on
     // ww_mutex_trylock (return), ww_mutex_lock_interruptible and up_read.
-    let c = contention_with("6.1", TtmVariant::Stock, "--vmlinux-hooks kprobes")?;
+    let c = contention_with(
+        "6.1",
+        TtmVariant::Stock,
+        "--hook-sites vmlinux --vmlinux-hooks kprobes",
+    )?;
     let points: Vec<&str> = c.rec["meta"]["attach_points"]
         .as_array()
         .context("recording has no attach_points")?

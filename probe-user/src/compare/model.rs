@@ -51,16 +51,28 @@ pub struct InputInfo {
 
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct Lost {
-    pub ringbuf_drops: u64,
-    pub retprobe_misses: u64,
-    pub thread_map_full: u64,
+    pub probes: crate::loader::ProbeStats,
     pub undecodable_records: u64,
 }
 
 impl Lost {
     pub fn any(&self) -> bool {
-        self.ringbuf_drops + self.retprobe_misses + self.thread_map_full + self.undecodable_records
-            > 0
+        self.probes.total() + self.undecodable_records > 0
+    }
+
+    /// "ring buffer full 1, …" of the channels that lost something.
+    pub fn describe(&self) -> String {
+        let mut parts: Vec<String> = self
+            .probes
+            .channels()
+            .iter()
+            .filter(|c| c.value.is_some_and(|v| v > 0))
+            .map(|c| format!("{} {}", c.words, c.value.unwrap_or(0)))
+            .collect();
+        if self.undecodable_records > 0 {
+            parts.push(format!("undecodable {}", self.undecodable_records));
+        }
+        parts.join(", ")
     }
 }
 
@@ -176,9 +188,7 @@ fn info(i: &Input) -> InputInfo {
         duration_ns: i.duration_ns(),
         episodes: i.rec.counts.episodes.values().sum(),
         lost: Lost {
-            ringbuf_drops: i.rec.probe_stats.ringbuf_drops,
-            retprobe_misses: i.rec.probe_stats.retprobe_misses,
-            thread_map_full: i.rec.probe_stats.thread_map_full,
+            probes: i.rec.probe_stats,
             undecodable_records: i.rec.undecodable_records,
         },
     }

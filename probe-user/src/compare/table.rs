@@ -256,13 +256,7 @@ fn inputs_table(c: &Comparison) -> String {
         field("episodes", &|i| i.episodes.to_string()),
         field("lost", &|i| {
             if i.lost.any() {
-                format!(
-                    "ringbuf {} retprobe {} map {} undecodable {}",
-                    i.lost.ringbuf_drops,
-                    i.lost.retprobe_misses,
-                    i.lost.thread_map_full,
-                    i.lost.undecodable_records
-                )
+                i.lost.describe()
             } else {
                 "0".into()
             }

@@ -192,28 +192,20 @@ fn seconds(ns: u64) -> f64 {
     ns as f64 / 1e9
 }
 
-/// Every `reason` of `ttmlat_lost_events_total`, from [`ProbeStats`] and the session.
-pub const LOST_REASONS: [&str; 8] = [
-    "ring_buffer_full",
-    "retprobe_missed",
-    "thread_map_full",
-    "watch_map_full",
-    "waiter_map_full",
-    "orphan_return",
-    "read_fault",
-    "undecodable",
-];
+/// Every `reason` of `ttmlat_lost_events_total`: the probes' loss channels (one table,
+/// [`ProbeStats::channels`]), then the session's own.
+pub fn lost_reasons() -> Vec<&'static str> {
+    let mut r: Vec<&'static str> = ProbeStats::default()
+        .channels()
+        .iter()
+        .map(|c| c.reason)
+        .collect();
+    r.push("undecodable");
+    r
+}
 
-fn stat_values(s: &ProbeStats) -> [u64; 7] {
-    [
-        s.ringbuf_drops,
-        s.retprobe_misses,
-        s.thread_map_full,
-        s.watch_map_full,
-        s.waiter_map_full,
-        s.orphan_returns,
-        s.read_faults,
-    ]
+fn stat_values(s: &ProbeStats) -> [u64; ProbeStats::CHANNELS] {
+    s.channels().map(|c| c.value.unwrap_or(0))
 }
 
 /// Folds records into [`Metrics`]; owned by the session's record sink (single writer).
@@ -225,7 +217,7 @@ pub struct Feeder {
     /// Attempt paths and driver of episodes still open, by tid (as in `Aggregate`).
     open: HashMap<u32, (Vec<AttemptPath>, String)>,
     /// Cumulative probe counters at the last poll.
-    last_stats: [u64; 7],
+    last_stats: [u64; ProbeStats::CHANNELS],
     /// Drivers whose per-path episode series exist.
     drivers: HashSet<String>,
 }
@@ -233,7 +225,7 @@ pub struct Feeder {
 impl Feeder {
     pub fn new(metrics: std::sync::Arc<Metrics>, by_comm: bool, max_comms: usize) -> Self {
         // Every reason is exported from the start, at 0: "nothing lost" is a statement.
-        for reason in LOST_REASONS {
+        for reason in lost_reasons() {
             let _ = metrics
                 .lost
                 .get_or_create(&vec![("reason", reason.to_string())]);
@@ -244,7 +236,7 @@ impl Feeder {
             max_comms,
             comms: HashSet::new(),
             open: HashMap::new(),
-            last_stats: [0; 7],
+            last_stats: [0; ProbeStats::CHANNELS],
             drivers: HashSet::new(),
         }
     }
@@ -359,7 +351,7 @@ impl Feeder {
     /// Cumulative probe counters (polled): exported as increments since the last poll.
     pub fn stats(&mut self, stats: &ProbeStats) {
         let now = stat_values(stats);
-        for (i, reason) in LOST_REASONS.iter().take(now.len()).enumerate() {
+        for (i, reason) in lost_reasons().iter().take(now.len()).enumerate() {
             let delta = now[i].saturating_sub(self.last_stats[i]);
             if delta > 0 {
                 self.metrics

@@ -15,7 +15,7 @@ use probe_common::{
 };
 use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model::MetricFamily;
 
-use super::metrics::{Feeder, LOST_REASONS, Metrics};
+use super::metrics::{Feeder, Metrics, lost_reasons};
 use crate::{aggregate::Aggregate, attribution::EpisodePath, events::Record, loader::ProbeStats};
 
 fn comm(s: &[u8]) -> [u8; 16] {
@@ -266,7 +266,7 @@ fn lost_counters_only_grow_by_the_polled_difference() {
         t.contains("ttmlat_lost_events_total{reason=\"ring_buffer_full\"} 10\n"),
         "{t}"
     );
-    assert_eq!(LOST_REASONS.len(), 8);
+    assert_eq!(lost_reasons().len(), ProbeStats::CHANNELS + 1);
 }
 
 /// A hostile comm (quote, backslash, newline, braces, `=`, `,`) stays one label value: the
@@ -501,7 +501,7 @@ fn hundred_concurrent_scrapes_all_complete() {
             assert_eq!(r.matches("# TYPE ").count(), families, "{r}");
             assert_eq!(
                 r.matches("\nttmlat_lost_events_total{").count(),
-                LOST_REASONS.len(),
+                lost_reasons().len(),
                 "{r}"
             );
         }

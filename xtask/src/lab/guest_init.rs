@@ -79,10 +79,19 @@ mkdir -p /dev/shm /dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /host/dev/shm || die "cannot mount /host/dev/shm"
 mount -t devpts devpts /host/dev/pts 2>/dev/null || say "no devpts"
 stage mounted
+# The guest kernel's modules where tools look for them (ttmlat finds call sites in the loaded
+# module's .ko file): the host's /lib/modules is replaced, in the guest only.
+if [ -d /host/lib/modules ]; then
+    mount --bind "/host$KROOT/lib/modules" /host/lib/modules || die "cannot bind the kernel's modules"
+else
+    say "no /lib/modules on the host: tools in the guest will not find the kernel's modules"
+fi
 
 if [ "$LAB_TTM" = blocking ]; then
     chroot /host /usr/sbin/modprobe -d "$KROOT" drm || die "modprobe drm failed"
     chroot /host /usr/sbin/insmod "$TTM_KO" || die "insmod $TTM_KO failed"
+    # Not under /lib/modules: say where its file is (ttmlat --module-file).
+    TTMLAT_MODULE_FILES=$TTM_KO
 fi
 chroot /host /usr/sbin/modprobe -d "$KROOT" bochs || die "modprobe bochs failed"
 n=0
@@ -103,6 +112,7 @@ cat /sys/module/ttm/version > /ctl/ttm_version 2>/dev/null
 cp /ctl/cmd.sh /host/tmp/.lab-cmd.sh || die "cannot stage the command"
 stage command
 chroot /host /usr/bin/env -i PATH="$GUEST_PATH" HOME=/root TERM=dumb LANG=C.UTF-8 \
+    ${TTMLAT_MODULE_FILES:+TTMLAT_MODULE_FILES="$TTMLAT_MODULE_FILES"} \
     /bin/bash /tmp/.lab-cmd.sh </dev/null >/ctl/stdout 2>/ctl/stderr
 echo $? > /ctl/rc
 stage finished

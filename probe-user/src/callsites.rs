@@ -1,0 +1,536 @@
+//! Call-site hooks: instead of programs on system-wide kernel functions (`up_read`,
+//! `ww_mutex_trylock`, `ww_mutex_lock_interruptible`, which fire for every page fault and every
+//! reservation of the machine), kprobes on the *call instructions* inside TTM's own functions
+//! that reach them, and on the instructions right after (where the return value is in `rax`).
+//! A program there runs only when a TTM fault executes that very call, so nothing of ttmlat's
+//! runs for work that is not a TTM fault, and every fact is still observed (the call was
+//! executed, with these arguments, and returned this).
+//!
+//! The sites are found in the module's own ELF file: a `R_X86_64_PLT32`/`PC32` relocation
+//! against the callee inside the probed function, preceded by the `call rel32` opcode. The
+//! file must be the one that is loaded: its GNU build id is compared with
+//! `/sys/module/<name>/notes/.note.gnu.build-id`, so a rebuilt or out-of-tree module (the
+//! lab's blocking-variant `ttm.ko`) is never probed at offsets of another build.
+//!
+//! Pure parts ([`scan`], [`parse_build_id_note`]) are unit tested on the Debian modules the
+//! lab boots; [`plan`] reads files.
+
+use std::{
+    collections::BTreeMap,
+    io::Read,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result, bail};
+use object::{Object, ObjectSection, ObjectSymbol, RelocationFlags, RelocationTarget};
+use serde::{Deserialize, Serialize};
+
+use crate::discovery::AttachPlan;
+
+/// What a site observes; each role has its own eBPF program (`probe-ebpf` `site_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SiteRole {
+    /// After `call ww_mutex_trylock` in `ttm_bo_vm_reserve`: `rax` is the trylock result
+    /// (`dma_resv_trylock`), and reserve was called in this attempt.
+    TrylockReturn,
+    /// `call up_read` in `ttm_bo_vm_reserve` (`mmap_read_unlock` before the wait): `rdi` is
+    /// the semaphore.
+    UnlockInReserve,
+    /// `call up_read` in a fault handler outside reserve (`ttm_bo_vm_fault_reserved`'s fence
+    /// wait).
+    UnlockInHandler,
+    /// `call ww_mutex_lock_interruptible` / `ww_mutex_lock` in reserve or in the access
+    /// function: the reservation wait begins; `rdi` is the ww_mutex.
+    LockCall,
+    /// The instruction after such a call: the wait ended; `rax` is its result.
+    LockReturn,
+}
+
+impl SiteRole {
+    /// The eBPF program of this role.
+    pub fn program(self) -> &'static str {
+        match self {
+            SiteRole::TrylockReturn => "site_trylock_ret",
+            SiteRole::UnlockInReserve => "site_unlock_in_reserve",
+            SiteRole::UnlockInHandler => "site_unlock_in_handler",
+            SiteRole::LockCall => "site_lock_call",
+            SiteRole::LockReturn => "site_lock_ret",
+        }
+    }
+}
+
+/// What a probed module function is, for choosing the roles of its call sites.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FunctionKind {
+    /// `ttm_bo_vm_reserve` (5.5+): trylock, mmap_lock drop, reservation waits.
+    Reserve,
+    /// A fault handler or `ttm_bo_vm_fault_reserved`: an mmap_lock drop here is a fence wait.
+    Handler,
+    /// `ttm_bo_vm_access` / `ttm_bo_access` (6.14+): reservation taken with mmap_lock held.
+    Access,
+}
+
+/// The callees whose call sites are probed.
+const UP_READ: &str = "up_read";
+const TRYLOCK: &str = "ww_mutex_trylock";
+const LOCKS: [&str; 2] = ["ww_mutex_lock_interruptible", "ww_mutex_lock"];
+
+fn roles(kind: FunctionKind, callee: &str) -> &'static [SiteRole] {
+    use SiteRole::*;
+    match (kind, callee) {
+        (FunctionKind::Reserve, UP_READ) => &[UnlockInReserve],
+        (FunctionKind::Handler | FunctionKind::Access, UP_READ) => &[UnlockInHandler],
+        (FunctionKind::Reserve, TRYLOCK) => &[TrylockReturn],
+        (FunctionKind::Reserve | FunctionKind::Access, c) if LOCKS.contains(&c) => {
+            &[LockCall, LockReturn]
+        }
+        _ => &[],
+    }
+}
+
+/// One kprobe: `function+offset` (the symbol as in /proc/kallsyms, `.cold` parts included).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Site {
+    pub function: String,
+    pub offset: u64,
+    pub callee: String,
+    pub role: SiteRole,
+}
+
+/// `call rel32`.
+const CALL_REL32: u8 = 0xe8;
+const R_X86_64_PC32: u32 = 2;
+const R_X86_64_PLT32: u32 = 4;
+
+/// The call sites in `elf` (a relocatable `.ko`, uncompressed) of the callees above, inside
+/// the functions named in `functions` (and their `.cold` parts).
+pub fn scan(elf: &[u8], functions: &BTreeMap<String, FunctionKind>) -> Result<Vec<Site>> {
+    let file = object::File::parse(elf).context("not an ELF object")?;
+    anyhow::ensure!(
+        file.architecture() == object::Architecture::X86_64,
+        "call-site hooks are implemented for x86-64 only (this module is {:?})",
+        file.architecture()
+    );
+    // Function symbols of interest, by section: (start, end, name, kind).
+    let mut by_section: BTreeMap<usize, Vec<(u64, u64, String, FunctionKind)>> = BTreeMap::new();
+    for sym in file.symbols() {
+        if sym.kind() != object::SymbolKind::Text {
+            continue;
+        }
+        let (Ok(name), Some(section)) = (sym.name(), sym.section_index()) else {
+            continue;
+        };
+        let base = name.strip_suffix(".cold").unwrap_or(name);
+        if let Some(kind) = functions.get(base) {
+            by_section.entry(section.0).or_default().push((
+                sym.address(),
+                sym.address() + sym.size(),
+                name.to_string(),
+                *kind,
+            ));
+        }
+    }
+    let mut sites = Vec::new();
+    for section in file.sections() {
+        let Some(funcs) = by_section.get(&section.index().0) else {
+            continue;
+        };
+        let data = section
+            .data()
+            .with_context(|| format!("reading section {}", section.name().unwrap_or("?")))?;
+        for (at, reloc) in section.relocations() {
+            let RelocationFlags::Elf { r_type } = reloc.flags() else {
+                continue;
+            };
+            if r_type != R_X86_64_PLT32 && r_type != R_X86_64_PC32 {
+                continue;
+            }
+            let RelocationTarget::Symbol(idx) = reloc.target() else {
+                continue;
+            };
+            let Ok(callee) = file.symbol_by_index(idx).and_then(|s| s.name()) else {
+                continue;
+            };
+            if callee != UP_READ && callee != TRYLOCK && !LOCKS.contains(&callee) {
+                continue;
+            }
+            let Some(insn) = at.checked_sub(1) else {
+                continue;
+            };
+            if data.get(insn as usize) != Some(&CALL_REL32) {
+                // A tail call (jmp) or a data reference: not a call whose return we can see.
+                continue;
+            }
+            let Some((start, _, name, kind)) =
+                funcs.iter().find(|(s, e, _, _)| insn >= *s && insn < *e)
+            else {
+                continue;
+            };
+            for role in roles(*kind, callee) {
+                let offset = match role {
+                    SiteRole::TrylockReturn | SiteRole::LockReturn => at + 4 - start,
+                    _ => insn - start,
+                };
+                sites.push(Site {
+                    function: name.clone(),
+                    offset,
+                    callee: callee.to_string(),
+                    role: *role,
+                });
+            }
+        }
+    }
+    sites.sort();
+    Ok(sites)
+}
+
+/// The descriptor of the `NT_GNU_BUILD_ID` note in a notes blob (as in
+/// `/sys/module/<m>/notes/.note.gnu.build-id`).
+pub fn parse_build_id_note(notes: &[u8]) -> Option<Vec<u8>> {
+    const NT_GNU_BUILD_ID: u32 = 3;
+    let word = |b: &[u8], at: usize| -> Option<u32> {
+        Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    };
+    let align = |n: usize| (n + 3) & !3;
+    let mut at = 0;
+    while at + 12 <= notes.len() {
+        let namesz = word(notes, at)? as usize;
+        let descsz = word(notes, at + 4)? as usize;
+        let kind = word(notes, at + 8)?;
+        let name_at = at + 12;
+        let desc_at = name_at + align(namesz);
+        let name = notes.get(name_at..name_at + namesz)?;
+        let desc = notes.get(desc_at..desc_at + descsz)?;
+        if kind == NT_GNU_BUILD_ID && name == b"GNU\0" {
+            return Some(desc.to_vec());
+        }
+        at = desc_at + align(descsz);
+    }
+    None
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A module file, decompressed (`.ko`, `.ko.xz`, `.ko.zst`, `.ko.gz`).
+pub fn read_module(path: &Path) -> Result<Vec<u8>> {
+    let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let name = path.to_string_lossy();
+    let mut out = Vec::new();
+    if name.ends_with(".xz") {
+        lzma_rs::xz_decompress(&mut raw.as_slice(), &mut out)
+            .map_err(|e| anyhow::anyhow!("decompressing {}: {e:?}", path.display()))?;
+    } else if name.ends_with(".zst") {
+        ruzstd::decoding::StreamingDecoder::new(raw.as_slice())
+            .map_err(|e| anyhow::anyhow!("decompressing {}: {e}", path.display()))?
+            .read_to_end(&mut out)
+            .with_context(|| format!("decompressing {}", path.display()))?;
+    } else if name.ends_with(".gz") {
+        flate2::read::GzDecoder::new(raw.as_slice())
+            .read_to_end(&mut out)
+            .with_context(|| format!("decompressing {}", path.display()))?;
+    } else {
+        out = raw;
+    }
+    Ok(out)
+}
+
+/// A loaded module matched with its file and the sites found in it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleSites {
+    pub module: String,
+    pub file: PathBuf,
+    pub build_id: String,
+    pub sites: Vec<Site>,
+}
+
+/// Every call site to hook, or why there is none.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SitePlan {
+    pub modules: Vec<ModuleSites>,
+}
+
+impl SitePlan {
+    pub fn sites(&self) -> impl Iterator<Item = &Site> {
+        self.modules.iter().flat_map(|m| m.sites.iter())
+    }
+}
+
+/// Which module functions are probed at their call sites, from the attach plan.
+pub fn functions_of(plan: &AttachPlan) -> BTreeMap<String, BTreeMap<String, FunctionKind>> {
+    let mut by_module: BTreeMap<String, BTreeMap<String, FunctionKind>> = BTreeMap::new();
+    for (sym, module) in &plan.fault_handlers {
+        by_module
+            .entry(module.clone())
+            .or_default()
+            .insert(sym.clone(), FunctionKind::Handler);
+    }
+    // The reserve, fault_reserved and access functions live in ttm.
+    let ttm = plan
+        .fault_handlers
+        .iter()
+        .find(|(s, _)| s == "ttm_bo_vm_fault")
+        .map(|(_, m)| m.clone())
+        .unwrap_or_else(|| "ttm".into());
+    let f = by_module.entry(ttm).or_default();
+    if let Some(r) = &plan.reserve {
+        f.insert(r.clone(), FunctionKind::Reserve);
+    }
+    f.insert("ttm_bo_vm_fault_reserved".into(), FunctionKind::Handler);
+    for a in ["ttm_bo_vm_access", "ttm_bo_access"] {
+        f.insert(a.into(), FunctionKind::Access);
+    }
+    by_module
+}
+
+/// Candidate files of module `name`: the ones given (`--module-file`), then
+/// `/lib/modules/<release>/` searched for `name.ko*` (`-` and `_` are the same in names).
+fn candidates(name: &str, release: &str, given: &[PathBuf]) -> Vec<PathBuf> {
+    let norm = |s: &str| s.replace('-', "_");
+    let want = norm(name);
+    let matches = |p: &Path| {
+        p.file_name()
+            .and_then(|f| f.to_str())
+            .and_then(|f| f.split(".ko").next().filter(|_| f.contains(".ko")))
+            .is_some_and(|stem| norm(stem) == want)
+    };
+    let mut out: Vec<PathBuf> = given.iter().filter(|p| matches(p)).cloned().collect();
+    let mut stack = vec![PathBuf::from("/lib/modules").join(release)];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(p),
+                Ok(_) if matches(&p) => out.push(p),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// Finds the loaded build of every module the attach plan probes and its call sites. An
+/// error says why call-site hooks cannot be used (the caller may fall back to hooks on the
+/// vmlinux functions).
+pub fn plan(attach: &AttachPlan, release: &str, given: &[PathBuf]) -> Result<SitePlan> {
+    let mut modules = Vec::new();
+    for (module, functions) in functions_of(attach) {
+        if module == "vmlinux" {
+            bail!(
+                "the TTM functions are built into the kernel; call sites are found only in modules"
+            );
+        }
+        let note_path = format!("/sys/module/{module}/notes/.note.gnu.build-id");
+        let note = std::fs::read(&note_path).with_context(|| format!("reading {note_path}"))?;
+        let loaded = parse_build_id_note(&note)
+            .with_context(|| format!("{note_path} holds no GNU build id"))?;
+        let files = candidates(&module, release, given);
+        let mut seen = Vec::new();
+        let mut found = None;
+        for path in files {
+            let elf = match read_module(&path) {
+                Ok(e) => e,
+                Err(e) => {
+                    seen.push(format!("{}: {e:#}", path.display()));
+                    continue;
+                }
+            };
+            let id = object::File::parse(elf.as_slice())
+                .ok()
+                .and_then(|f| f.build_id().ok().flatten().map(<[u8]>::to_vec));
+            if id.as_deref() != Some(loaded.as_slice()) {
+                seen.push(format!(
+                    "{}: build id {}",
+                    path.display(),
+                    id.as_deref().map(hex).unwrap_or_else(|| "none".into())
+                ));
+                continue;
+            }
+            let sites = scan(&elf, &functions).with_context(|| format!("{}", path.display()))?;
+            found = Some(ModuleSites {
+                module: module.clone(),
+                file: path,
+                build_id: hex(&loaded),
+                sites,
+            });
+            break;
+        }
+        let Some(m) = found else {
+            bail!(
+                "no file of the loaded module {module} (build id {}) under /lib/modules/{release} \
+                 or --module-file{}",
+                hex(&loaded),
+                if seen.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (looked at: {})", seen.join("; "))
+                }
+            );
+        };
+        modules.push(m);
+    }
+    let plan = SitePlan { modules };
+    if attach.reserve.is_some() && !plan.sites().any(|s| s.role == SiteRole::TrylockReturn) {
+        bail!(
+            "no call of ww_mutex_trylock in ttm_bo_vm_reserve (kernels before 5.16 inline it): \
+             the trylock result would not be observed"
+        );
+    }
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_id_note_is_parsed() {
+        let mut note = Vec::new();
+        note.extend_from_slice(&4u32.to_ne_bytes());
+        note.extend_from_slice(&3u32.to_ne_bytes());
+        note.extend_from_slice(&1u32.to_ne_bytes()); // another note type first
+        note.extend_from_slice(b"Linu");
+        note.extend_from_slice(&[1, 2, 3, 0]);
+        note.extend_from_slice(&4u32.to_ne_bytes());
+        note.extend_from_slice(&20u32.to_ne_bytes());
+        note.extend_from_slice(&3u32.to_ne_bytes());
+        note.extend_from_slice(b"GNU\0");
+        note.extend_from_slice(&[0xab; 20]);
+        assert_eq!(parse_build_id_note(&note), Some(vec![0xab; 20]));
+        assert_eq!(parse_build_id_note(&note[..30]), None);
+        assert_eq!(parse_build_id_note(&[]), None);
+    }
+
+    #[test]
+    fn candidates_match_names_with_dashes_and_compression() {
+        let given = vec![
+            PathBuf::from("/x/ttm.ko.xz"),
+            PathBuf::from("/x/ttmx.ko"),
+            PathBuf::from("/x/drm_ttm_helper.ko"),
+        ];
+        let c = candidates("ttm", "no-such-release", &given);
+        assert_eq!(c, vec![PathBuf::from("/x/ttm.ko.xz")]);
+        let c = candidates("drm-ttm-helper", "no-such-release", &given);
+        assert_eq!(c, vec![PathBuf::from("/x/drm_ttm_helper.ko")]);
+    }
+
+    /// A relocatable x86-64 object like a module: `reserve` calls the trylock, up_read and
+    /// the lock; `handler` calls up_read; `other` calls up_read too but is not probed; one
+    /// relocation in `reserve` is a tail call (jmp), not a call.
+    fn module_object() -> Vec<u8> {
+        use object::write::{Object as W, Relocation, Symbol, SymbolSection};
+        use object::{
+            Architecture, BinaryFormat, Endianness, SymbolFlags, SymbolKind, SymbolScope,
+        };
+        let mut o = W::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
+        let text = o.add_section(Vec::new(), b".text".to_vec(), object::SectionKind::Text);
+        // reserve @0: nop; call trylock; test; call up_read; call lock; jmp up_read (tail)
+        let call = |code: &mut Vec<u8>, op: u8| {
+            let at = code.len() as u64 + 1;
+            code.push(op);
+            code.extend_from_slice(&[0; 4]);
+            at
+        };
+        let mut code = vec![0x90];
+        let r_try = call(&mut code, 0xe8);
+        code.extend_from_slice(&[0x85, 0xc0]);
+        let r_up = call(&mut code, 0xe8);
+        let r_lock = call(&mut code, 0xe8);
+        let r_tail = call(&mut code, 0xe9);
+        let reserve_len = code.len() as u64;
+        // handler @reserve_len: call up_read; ret
+        let h_up = call(&mut code, 0xe8);
+        code.push(0xc3);
+        let handler_len = code.len() as u64 - reserve_len;
+        // other: call up_read
+        let other_at = code.len() as u64;
+        let o_up = call(&mut code, 0xe8);
+        o.append_section_data(text, &code, 16);
+        let mut func = |name: &str, value: u64, size: u64| {
+            o.add_symbol(Symbol {
+                name: name.as_bytes().to_vec(),
+                value,
+                size,
+                kind: SymbolKind::Text,
+                scope: SymbolScope::Linkage,
+                weak: false,
+                section: SymbolSection::Section(text),
+                flags: SymbolFlags::None,
+            })
+        };
+        func("reserve", 0, reserve_len);
+        func("handler", reserve_len, handler_len);
+        func("other", other_at, 5);
+        let mut ext = |name: &str| {
+            o.add_symbol(Symbol {
+                name: name.as_bytes().to_vec(),
+                value: 0,
+                size: 0,
+                kind: SymbolKind::Text,
+                scope: SymbolScope::Linkage,
+                weak: false,
+                section: SymbolSection::Undefined,
+                flags: SymbolFlags::None,
+            })
+        };
+        let (trylock, up, lock) = (ext(TRYLOCK), ext(UP_READ), ext(LOCKS[0]));
+        for (at, sym) in [
+            (r_try, trylock),
+            (r_up, up),
+            (r_lock, lock),
+            (r_tail, up),
+            (h_up, up),
+            (o_up, up),
+        ] {
+            o.add_relocation(
+                text,
+                Relocation {
+                    offset: at,
+                    symbol: sym,
+                    addend: -4,
+                    flags: RelocationFlags::Elf {
+                        r_type: R_X86_64_PLT32,
+                    },
+                },
+            )
+            .expect("relocation");
+        }
+        o.write().expect("ELF")
+    }
+
+    #[test]
+    fn finds_calls_and_their_returns_in_probed_functions_only() -> Result<()> {
+        let elf = module_object();
+        let functions = BTreeMap::from([
+            ("reserve".to_string(), FunctionKind::Reserve),
+            ("handler".to_string(), FunctionKind::Handler),
+        ]);
+        let sites = scan(&elf, &functions)?;
+        let got: Vec<(&str, u64, SiteRole)> = sites
+            .iter()
+            .map(|s| (s.function.as_str(), s.offset, s.role))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("handler", 0, SiteRole::UnlockInHandler),
+                // call at 1, returns to 6: the trylock result is read at 6.
+                ("reserve", 6, SiteRole::TrylockReturn),
+                ("reserve", 8, SiteRole::UnlockInReserve),
+                ("reserve", 13, SiteRole::LockCall),
+                ("reserve", 18, SiteRole::LockReturn),
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn not_an_elf_is_an_error() {
+        assert!(scan(b"not elf", &BTreeMap::new()).is_err());
+    }
+}
