@@ -24,6 +24,7 @@ pub mod names {
     pub const STACKS: &str = "STACKS";
     pub const CONTENDED: &str = "CONTENDED";
     pub const RELEASES: &str = "RELEASES";
+    pub const QUIET: &str = "QUIET";
 }
 
 /// `vm_fault->flags` bits (include/linux/mm_types.h); identical from 5.4 to 6.19 on x86.
@@ -113,6 +114,73 @@ pub mod config_flag {
     /// `--holder-stack`: capture the reservation holder's kernel stack when it releases a
     /// reservation a TTM fault waits for (kprobe on ww_mutex_unlock).
     pub const HOLDER_STACKS: u32 = 0x2;
+    /// Count quiet episodes (see [`QuietKey`]) in the kernel instead of sending a record for
+    /// each (`--every-episode` clears it).
+    pub const QUIET_IN_KERNEL: u32 = 0x4;
+}
+
+/// A quiet episode: one fault attempt that called `ttm_bo_vm_reserve`, whose trylock
+/// succeeded, that did not wait, drop mmap_lock, retry, fail, queue for mmap_lock first or
+/// meet a holder; the common case, and the one nothing but its latency is to be said of. The
+/// probes count these per (process, comm, driver, latency bucket) in the per-CPU hash `QUIET`
+/// instead of sending a ring-buffer record each; userspace reads the counts once a second.
+/// When the map is full the episode is sent as a record instead, so none is lost.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct QuietKey {
+    pub tgid: u32,
+    /// [`latency_bucket`] of the episode's latency.
+    pub bucket: u32,
+    pub comm: [u8; COMM_LEN],
+    pub driver: [u8; DRIVER_LEN],
+}
+
+/// Sub-buckets per power of two in [`latency_bucket`]: a bucket spans 1/32 of its lower
+/// bound (3.1 %), so its midpoint is within 1.6 % of every value in it.
+pub const LATENCY_SUB_BITS: u32 = 5;
+const LATENCY_EXACT: u64 = 2 << LATENCY_SUB_BITS;
+
+/// floor(log2(v)) for v > 0, in six comparisons (no loop, no count-leading-zeros: the BPF
+/// target has neither).
+#[inline(always)]
+pub fn log2_floor(mut v: u64) -> u32 {
+    let mut r = 0;
+    for shift in [32u32, 16, 8, 4, 2, 1] {
+        if v >= 1u64 << shift {
+            v >>= shift;
+            r += shift;
+        }
+    }
+    r
+}
+
+/// Log-linear bucket of a latency in ns: exact below 64 ns, then 32 buckets per power of two.
+#[inline(always)]
+pub fn latency_bucket(ns: u64) -> u32 {
+    if ns < LATENCY_EXACT {
+        return ns as u32;
+    }
+    let e = log2_floor(ns);
+    let shift = e - LATENCY_SUB_BITS;
+    let m = ((ns >> shift) as u32) & ((1 << LATENCY_SUB_BITS) - 1);
+    LATENCY_EXACT as u32 + (e - LATENCY_SUB_BITS - 1) * (1 << LATENCY_SUB_BITS) + m
+}
+
+/// The values `[low, high]` of a [`latency_bucket`]; `None` for a bucket no u64 maps to.
+pub fn latency_bucket_bounds(bucket: u32) -> Option<(u64, u64)> {
+    let exact = LATENCY_EXACT as u32;
+    if bucket < exact {
+        return Some((u64::from(bucket), u64::from(bucket)));
+    }
+    let per = 1u32 << LATENCY_SUB_BITS;
+    let e = (bucket - exact) / per + LATENCY_SUB_BITS + 1;
+    if e > 63 {
+        return None;
+    }
+    let m = u64::from((bucket - exact) % per);
+    let shift = e - LATENCY_SUB_BITS;
+    let low = (u64::from(per) + m) << shift;
+    Some((low, low + ((1u64 << shift) - 1)))
 }
 
 /// What kind of TTM entry point an attempt went through.
@@ -450,6 +518,7 @@ mod pod {
     unsafe impl aya::Pod for super::MmWatch {}
     unsafe impl aya::Pod for super::WaiterState {}
     unsafe impl aya::Pod for super::HolderRelease {}
+    unsafe impl aya::Pod for super::QuietKey {}
 }
 
 #[cfg(test)]
@@ -474,6 +543,47 @@ mod tests {
             size_of::<ThreadState>(),
             17 * 8 + 9 * 4 + 3 * 2 + 2 + 2 * 4 + 2 * 16 + 4
         );
+    }
+
+    #[test]
+    fn latency_buckets_hold_their_values() {
+        assert_eq!(size_of::<QuietKey>(), 8 + 2 * 16);
+        let mut samples: [u64; 12] = [
+            0,
+            1,
+            63,
+            64,
+            65,
+            127,
+            128,
+            1_000,
+            93_192_191,
+            1 << 40,
+            u64::MAX - 1,
+            u64::MAX,
+        ];
+        samples.sort_unstable();
+        let mut last = 0;
+        for v in samples {
+            let b = latency_bucket(v);
+            assert!(b >= last, "buckets are monotonic in the value");
+            last = b;
+            let (lo, hi) = latency_bucket_bounds(b).expect("a bucket of a real value");
+            assert!(lo <= v && v <= hi, "{v} in [{lo}, {hi}]");
+            assert_eq!(latency_bucket(lo), b);
+            assert_eq!(latency_bucket(hi), b);
+            // Relative width at most 1/32.
+            assert!((hi - lo) <= lo / 32, "{v}: [{lo}, {hi}]");
+        }
+        // Every value from 1 to 5000 and around powers of two.
+        for v in (1..5000u64).chain((7..64).flat_map(|e| [(1u64 << e) - 1, 1 << e, (1 << e) + 1])) {
+            let (lo, hi) = latency_bucket_bounds(latency_bucket(v)).expect("bucket");
+            assert!(lo <= v && v <= hi, "{v} in [{lo}, {hi}]");
+        }
+        for v in [1u64, 2, 5, 1 << 33, u64::MAX] {
+            assert_eq!(log2_floor(v), 63 - v.leading_zeros());
+        }
+        assert_eq!(latency_bucket_bounds(latency_bucket(u64::MAX) + 1), None);
     }
 
     #[test]

@@ -14,13 +14,13 @@
 
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
 use probe_common::{
-    AbandonedEvent, AttemptEvent, COMM_LEN, EventKind, ThreadState, attempt_flag, attempt_kind,
-    fault_flag, stat, trylock, vm_fault,
+    AbandonedEvent, AttemptEvent, COMM_LEN, EventKind, QuietKey, ThreadState, attempt_flag,
+    attempt_kind, config_flag, fault_flag, stat, trylock, vm_fault,
 };
 
 use crate::{
     kernel,
-    maps::{CONTENDED, EVENTS, RELEASES, THREADS, active_add, any_active, bump, config},
+    maps::{CONTENDED, EVENTS, QUIET, RELEASES, THREADS, active_add, any_active, bump, config},
     watch,
 };
 
@@ -199,7 +199,9 @@ pub fn attempt_exit(ret: u32) {
     if !retry {
         st.flags |= attempt_flag::EPISODE_END;
     }
-    emit_attempt(&cur, st, ret, now, fence_drop_ns);
+    if retry || !count_quiet(&cur, st, ret, now) {
+        emit_attempt(&cur, st, ret, now, fence_drop_ns);
+    }
     if retry {
         st.between_attempts = 1;
         st.last_attempt_end_ns = now;
@@ -208,6 +210,38 @@ pub fn attempt_exit(ret: u32) {
         // Idle until the thread's next TTM fault (or its exit).
         st.between_attempts = 0;
     }
+}
+
+/// A quiet episode (`probe_common::QuietKey`: one attempt, reserve called, trylock acquired,
+/// nothing else observed) is counted in `QUIET` instead of sent. Returns false when the
+/// episode is not quiet or could not be counted (map full): then it is sent as a record.
+#[inline(always)]
+fn count_quiet(cur: &Current, st: &ThreadState, ret: u32, now: u64) -> bool {
+    if config!(flags) & config_flag::QUIET_IN_KERNEL == 0
+        || st.attempts != 1
+        || st.attempt_kind != attempt_kind::FAULT
+        || st.flags != attempt_flag::RESERVE_CALLED | attempt_flag::EPISODE_END
+        || st.trylock != trylock::ACQUIRED
+        || st.waits != 0
+        || st.pre_lock_wait_ns != 0
+        || st.holder_stack_id >= 0
+        || ret & vm_fault::ERROR_MASK != 0
+        || st.vmf_flags & fault_flag::TRIED != 0
+    {
+        return false;
+    }
+    let key = QuietKey {
+        tgid: cur.tgid,
+        bucket: probe_common::latency_bucket(now.saturating_sub(st.episode_start_ns)),
+        comm: comm(),
+        driver: st.driver,
+    };
+    if let Some(n) = QUIET.get_ptr_mut(key) {
+        // SAFETY: this CPU's slot of a per-CPU map value; programs do not nest here.
+        unsafe { *n += 1 };
+        return true;
+    }
+    QUIET.insert(key, 1u64, 0).is_ok()
 }
 
 #[inline(always)]

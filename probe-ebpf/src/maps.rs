@@ -2,10 +2,10 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf, StackTrace},
+    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
 };
 use probe_common::{
-    HolderRelease, KernelLayout, MmWatch, ProbeConfig, ThreadState, WaiterState, stat,
+    HolderRelease, KernelLayout, MmWatch, ProbeConfig, QuietKey, ThreadState, WaiterState, stat,
 };
 
 /// Filled by userspace before load (offsets from BTF, filters).
@@ -54,6 +54,12 @@ pub static MM_WATCH: LruHashMap<u64, MmWatch> = LruHashMap::with_max_entries(409
 /// Tasks waiting on a watched mmap_lock, keyed by tid.
 #[map(name = "WAITERS")]
 pub static WAITERS: LruHashMap<u32, WaiterState> = LruHashMap::with_max_entries(16384, 0);
+
+/// Quiet episodes counted in place (see `probe_common::QuietKey`), never deleted by the
+/// probes: a plain hash, not an LRU, so no count is evicted. When it is full an episode is
+/// sent as a record instead.
+#[map(name = "QUIET")]
+pub static QUIET: PerCpuHashMap<QuietKey, u64> = PerCpuHashMap::with_max_entries(8192, 0);
 
 /// Kernel stacks of reservation holders at release (`--holder-stack` only).
 #[map(name = "STACKS")]

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     attribution::{AttemptPath, EpisodePath, attempt_path, episode_path},
-    events::{Record, cstr},
+    events::{QuietEpisodes, Record, cstr},
 };
 
 pub const HIST_LOW: u64 = 1;
@@ -224,6 +224,10 @@ impl Aggregate {
     }
 
     fn record(&mut self, metric: Metric, class: &str, value: u64) {
+        self.record_n(metric, class, value, 1);
+    }
+
+    fn record_n(&mut self, metric: Metric, class: &str, value: u64, n: u64) {
         // Per record: find the histogram without allocating a key (String::new() does not
         // allocate; a metric has a handful of classes).
         let existing = self
@@ -232,14 +236,15 @@ impl Aggregate {
             .take_while(|((m, _), _)| *m == metric)
             .find(|((_, c), _)| c == class)
             .map(|(_, h)| h);
-        match existing {
-            Some(h) => h.saturating_record(value),
+        let h = match existing {
+            Some(h) => h,
             None => self
                 .histograms
                 .entry((metric, class.to_string()))
-                .or_insert_with(new_histogram)
-                .saturating_record(value),
-        }
+                .or_insert_with(new_histogram),
+        };
+        // Within the histogram's bounds (clamped): cannot fail.
+        let _ = h.record_n(value.min(HIST_HIGH), n);
     }
 
     pub fn add(&mut self, rec: &Record) {
@@ -269,11 +274,41 @@ impl Aggregate {
                     self.record(Metric::WaiterStall, "all", w.held_overlap_ns);
                 }
             }
+            Record::Quiet(q) => self.add_quiet(q),
             Record::Abandoned(a) => {
                 self.open.remove(&a.tid);
                 self.abandoned += 1;
                 *self.episodes.entry(EpisodePath::Abandoned).or_default() += 1;
             }
+        }
+    }
+
+    /// Quiet episodes counted by the probes: what [`Self::add_attempt`] does for a one-attempt
+    /// uncontended episode, `count` times.
+    fn add_quiet(&mut self, q: &QuietEpisodes) {
+        let (path, ep) = (AttemptPath::Uncontended, EpisodePath::Uncontended);
+        let n = q.count;
+        *self.attempts.entry(path).or_default() += n;
+        *self.episodes.entry(ep).or_default() += n;
+        self.add_driver(&q.driver);
+        let p = self.process(q.tgid, &q.comm);
+        p.attempts += n;
+        p.episodes += n;
+        *p.attempt_paths.entry(path).or_default() += n;
+        *p.episode_paths.entry(ep).or_default() += n;
+        let _ = p.episode_latency.record_n(q.latency_ns.min(HIST_HIGH), n);
+        self.record_n(Metric::EpisodeLatency, ep.name(), q.latency_ns, n);
+        self.record_n(Metric::Retries, ep.name(), 0, n);
+    }
+
+    fn add_driver(&mut self, driver: &[u8]) {
+        if driver[0] != 0
+            && !self
+                .drivers
+                .iter()
+                .any(|d| d.as_bytes() == nul_trimmed(driver))
+        {
+            self.drivers.insert(cstr(driver));
         }
     }
 
@@ -297,14 +332,7 @@ impl Aggregate {
         if a.flags & attempt_flag::UNBALANCED != 0 {
             self.unbalanced += 1;
         }
-        if a.driver[0] != 0
-            && !self
-                .drivers
-                .iter()
-                .any(|d| d.as_bytes() == nul_trimmed(&a.driver))
-        {
-            self.drivers.insert(cstr(&a.driver));
-        }
+        self.add_driver(&a.driver);
         if a.flags & attempt_flag::HOLDER_KNOWN != 0 {
             let key = (a.holder_tgid, cstr(&a.holder_comm));
             let key = bounded(
@@ -535,6 +563,59 @@ mod tests {
             holder_stack_id: -1,
             _pad: 0,
         })
+    }
+
+    /// A quiet-episode count is aggregated as the same number of one-attempt uncontended
+    /// episodes sent as records (latency within the bucket's 1.6 %).
+    #[test]
+    fn quiet_counts_aggregate_like_their_records() {
+        use attempt_flag as af;
+        let (mut from_records, mut from_counts) = (Aggregate::new(), Aggregate::new());
+        let flags = af::RESERVE_CALLED | af::EPISODE_END;
+        let mut counts = std::collections::HashMap::new();
+        for (i, latency) in [40_000u64, 41_000, 2_000_000].into_iter().enumerate() {
+            let Record::Attempt(mut a) = attempt(
+                i as u32 + 1,
+                1,
+                flags,
+                vm_fault::NOPAGE,
+                1_000,
+                1_000 + latency,
+            ) else {
+                unreachable!()
+            };
+            a.ep_wait_dropped_ns = 0;
+            assert_eq!(attempt_path(&a), AttemptPath::Uncontended);
+            from_records.add(&Record::Attempt(a));
+            let key = probe_common::QuietKey {
+                tgid: a.tgid,
+                bucket: probe_common::latency_bucket(latency),
+                comm: a.comm,
+                driver: a.driver,
+            };
+            *counts.entry(key).or_insert(0) += 1;
+        }
+        let (records, bad) = crate::events::quiet_since(&counts, &mut Default::default());
+        assert_eq!(bad, 0);
+        for r in &records {
+            from_counts.add(r);
+        }
+        assert_eq!(from_counts.episodes, from_records.episodes);
+        assert_eq!(from_counts.attempts, from_records.attempts);
+        assert_eq!(from_counts.drivers, from_records.drivers);
+        let (p, q) = (&from_counts.processes[&100], &from_records.processes[&100]);
+        assert_eq!((p.episodes, p.attempts), (q.episodes, q.attempts));
+        assert_eq!(p.episode_paths, q.episode_paths);
+        let keys = |a: &Aggregate| a.histograms.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&from_counts), keys(&from_records));
+        for (k, h) in &from_records.histograms {
+            let g = &from_counts.histograms[k];
+            assert_eq!(g.len(), h.len(), "{k:?}");
+            for q in [0.0, 0.5, 1.0] {
+                let (a, b) = (g.value_at_quantile(q) as f64, h.value_at_quantile(q) as f64);
+                assert!((a - b).abs() <= b * 0.017 + 1.0, "{k:?} q{q}: {a} vs {b}");
+            }
+        }
     }
 
     #[test]

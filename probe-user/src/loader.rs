@@ -7,10 +7,12 @@ use std::os::fd::AsFd;
 use anyhow::{Context, Result, anyhow};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap},
     programs::{FEntry, FExit, KProbe, RawTracePoint},
 };
-use probe_common::{MmWatch, ProbeConfig, ThreadState, WaiterState, config_flag, names, stat};
+use probe_common::{
+    MmWatch, ProbeConfig, QuietKey, ThreadState, WaiterState, config_flag, names, stat,
+};
 
 use crate::{
     callsites::SitePlan,
@@ -32,6 +34,8 @@ pub struct LoadOptions {
     /// Call sites inside the TTM functions to hook instead of the vmlinux functions
     /// (`callsites`); `None`: hook `ww_mutex_*` and `up_read` themselves.
     pub sites: Option<SitePlan>,
+    /// Count quiet episodes in the kernel (`QUIET`) instead of sending each as a record.
+    pub quiet_in_kernel: bool,
 }
 
 /// Attached probes. Dropping it detaches everything (tracefs events included).
@@ -51,6 +55,9 @@ impl Probes {
         }
         if opts.holder_stacks {
             config.flags |= config_flag::HOLDER_STACKS;
+        }
+        if opts.quiet_in_kernel {
+            config.flags |= config_flag::QUIET_IN_KERNEL;
         }
         let ebpf = EbpfLoader::new()
             .override_global(names::CONFIG, &config, true)
@@ -340,6 +347,23 @@ impl Probes {
             }
         }
         total
+    }
+
+    /// The quiet-episode counts (`QUIET`), summed over CPUs: cumulative since load. A key
+    /// or value the kernel fails to return is an error, not a zero.
+    pub fn quiet_counts(&self) -> Result<std::collections::HashMap<QuietKey, u64>> {
+        let map = self
+            .ebpf
+            .map(names::QUIET)
+            .ok_or_else(|| anyhow!("map {} missing", names::QUIET))?;
+        let hash: PerCpuHashMap<&MapData, QuietKey, u64> =
+            PerCpuHashMap::try_from(map).context("QUIET is not a per-CPU hash map")?;
+        let mut out = std::collections::HashMap::new();
+        for item in hash.iter() {
+            let (key, values) = item.context("reading the quiet-episode counts (QUIET)")?;
+            out.insert(key, values.iter().sum());
+        }
+        Ok(out)
     }
 
     /// Kernel stack (return addresses, innermost first) recorded under `id` in `STACKS`.

@@ -64,6 +64,11 @@ pub struct TraceArgs {
         value_delimiter = ':'
     )]
     pub module_files: Vec<PathBuf>,
+    /// Send every episode to userspace as a record. By default the probes count quiet
+    /// episodes (one uncontended attempt, nothing else observed) in a kernel map by latency
+    /// bucket (1/32 of a power of two wide), which userspace reads once a second.
+    #[arg(long)]
+    pub every_episode: bool,
 }
 
 /// See [`TraceArgs::hook_sites`].
@@ -228,6 +233,7 @@ pub async fn run_with_sink(
     // drains every DRAIN_EVERY.
     config.wake_bytes = u64::from(ring_bytes / 8);
     let (sites, hook_sites) = choose_sites(args, &plan, &kernel.release)?;
+    eprintln!("ttmlat: hooks: {hook_sites}");
     let mut probes = Probes::load(
         &plan,
         &LoadOptions {
@@ -237,6 +243,7 @@ pub async fn run_with_sink(
             holder_stacks: args.holder_stack,
             vmlinux_hooks: args.vmlinux_hooks,
             sites,
+            quiet_in_kernel: !args.every_episode,
         },
     )?;
     let mut meta = Meta {
@@ -289,6 +296,8 @@ pub async fn run_with_sink(
     let mut current = Aggregate::new();
     let mut total = Aggregate::new();
     let mut undecodable = 0u64;
+    let mut quiet = QuietReader::default();
+    let mut drains = 0u32;
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -298,11 +307,16 @@ pub async fn run_with_sink(
             }
             _ = drain_tick.tick() => {
                 drain(ring.get_mut(), sink, &mut current, &mut undecodable);
+                drains += 1;
+                if drains.is_multiple_of(QUIET_EVERY) {
+                    quiet.read(&probes, sink, &mut current, &mut undecodable)?;
+                }
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => break,
             _ = async { match ticker.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending().await } } => {
+                quiet.read(&probes, sink, &mut current, &mut undecodable)?;
                 let stats = probes.stats().unwrap_or_default();
                 let interval_agg = current.take_interval();
                 on_interval(&interval_agg, &stats);
@@ -312,6 +326,7 @@ pub async fn run_with_sink(
     }
     // Drain what is left.
     drain(ring.get_mut(), sink, &mut current, &mut undecodable);
+    quiet.read(&probes, sink, &mut current, &mut undecodable)?;
     total.merge(&current.take_interval());
     let stats = probes.stats()?;
     let state_entries_at_end = probes.state_entries().unwrap_or_default();
@@ -354,6 +369,37 @@ fn symbolize_stacks(probes: &Probes, agg: &Aggregate) -> Result<Vec<HolderStack>
         .collect();
     out.sort_by(|a, b| b.count.cmp(&a.count).then(a.tgid.cmp(&b.tgid)));
     Ok(out)
+}
+
+/// Drains between reads of the quiet-episode counts: once a second.
+const QUIET_EVERY: u32 = 10;
+
+/// Turns the probes' cumulative quiet-episode counts into records of their increase.
+#[derive(Default)]
+struct QuietReader {
+    last: std::collections::HashMap<probe_common::QuietKey, u64>,
+}
+
+impl QuietReader {
+    fn read(
+        &mut self,
+        probes: &Probes,
+        sink: &mut impl RecordSink,
+        agg: &mut Aggregate,
+        undecodable: &mut u64,
+    ) -> Result<()> {
+        let now = probes.quiet_counts()?;
+        let (records, bad) = events::quiet_since(&now, &mut self.last);
+        for rec in &records {
+            sink.record(rec);
+            agg.add(rec);
+        }
+        for _ in 0..bad {
+            sink.undecodable();
+        }
+        *undecodable += bad;
+        Ok(())
+    }
 }
 
 /// Decodes every record waiting in the ring buffer into the sink and the aggregate.

@@ -276,6 +276,7 @@ impl Feeder {
                         .observe(seconds(w.held_overlap_ns));
                 }
             }
+            Record::Quiet(q) => self.quiet(q),
             Record::Abandoned(a) => {
                 let driver = self
                     .open
@@ -284,6 +285,39 @@ impl Feeder {
                 let labels = self.episode_labels(EpisodePath::Abandoned, &driver, &a.comm);
                 self.metrics.episodes.get_or_create(&labels).inc();
             }
+        }
+    }
+
+    /// The driver label of a driver name, its per-path series created on first sight.
+    fn driver_label(&mut self, raw: &[u8]) -> String {
+        let mut driver = cstr(raw);
+        if driver.is_empty() {
+            driver = UNKNOWN_DRIVER.to_string();
+        }
+        if !self.by_comm && self.drivers.insert(driver.clone()) {
+            // Every episode path of a new driver is exported from here on, at 0 until it
+            // happens: rate() over a later window then counts its first episodes too.
+            for p in EpisodePath::ALL {
+                let labels = vec![("path", p.name().to_string()), ("driver", driver.clone())];
+                let _ = self.metrics.episodes.get_or_create(&labels);
+                let _ = self.metrics.episode_duration.get_or_create(&labels);
+            }
+        }
+        driver
+    }
+
+    /// Quiet episodes counted by the probes: one uncontended attempt each.
+    fn quiet(&mut self, q: &crate::events::QuietEpisodes) {
+        let m = std::sync::Arc::clone(&self.metrics);
+        m.attempts
+            .get_or_create(&vec![("path", AttemptPath::Uncontended.name().to_string())])
+            .inc_by(q.count);
+        let driver = self.driver_label(&q.driver);
+        let labels = self.episode_labels(EpisodePath::Uncontended, &driver, &q.comm);
+        m.episodes.get_or_create(&labels).inc_by(q.count);
+        let h = m.episode_duration.get_or_create(&labels);
+        for _ in 0..q.count {
+            h.observe(seconds(q.latency_ns));
         }
     }
 
@@ -297,25 +331,13 @@ impl Feeder {
         if a.flags & attempt_flag::WAITED_HELD != 0 {
             m.held_waits.inc();
         }
-        let mut driver = cstr(&a.driver);
-        if driver.is_empty() {
-            driver = UNKNOWN_DRIVER.to_string();
-        }
+        let driver = self.driver_label(&a.driver);
         let (paths, d) = self.open.entry(a.tid).or_default();
         if a.attempt <= 1 {
             paths.clear();
         }
         paths.push(path);
-        *d = driver.clone();
-        if !self.by_comm && self.drivers.insert(driver.clone()) {
-            // Every episode path of a new driver is exported from here on, at 0 until it
-            // happens: rate() over a later window then counts its first episodes too.
-            for p in EpisodePath::ALL {
-                let labels = vec![("path", p.name().to_string()), ("driver", driver.clone())];
-                let _ = m.episodes.get_or_create(&labels);
-                let _ = m.episode_duration.get_or_create(&labels);
-            }
-        }
+        *d = driver;
         if a.flags & attempt_flag::EPISODE_END == 0 {
             return;
         }
