@@ -7,6 +7,10 @@
 //! - `anon`: map private anonymous memory (no THP), write one byte per page, unmap; one
 //!   anonymous page fault per page.
 //! - `mmap`: map and unmap 64 KiB of anonymous memory without touching it.
+//! - `resv`: create a 64 KiB dumb buffer, look up its mmap offset and destroy it, without
+//!   faulting: creation reserves the buffer object (`ttm_bo_init_reserved` trylocks its
+//!   dma_resv) and destruction releases it. A stand-in for a GPU driver's command
+//!   submission, which takes reservations thousands of times a second.
 
 use std::{
     num::NonZeroUsize,
@@ -32,6 +36,8 @@ pub enum Kind {
     Anon,
     /// mmap + munmap of 64 KiB, no faults.
     Mmap,
+    /// Dumb-buffer create + destroy: buffer reservations without faults.
+    Resv,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -61,7 +67,7 @@ pub struct ThroughputReport {
     /// Minor + major faults of this thread during the loop (getrusage RUSAGE_THREAD).
     pub faults: i64,
     pub elapsed_ns: u64,
-    /// `faults` per second for `ttm` and `anon`, iterations per second for `mmap`.
+    /// `faults` per second for `ttm` and `anon`, iterations per second for `mmap` and `resv`.
     pub ops_per_sec: f64,
 }
 
@@ -70,6 +76,7 @@ pub fn run(args: &ThroughputArgs) -> Result<()> {
         Kind::Ttm => "tput-ttm",
         Kind::Anon => "tput-anon",
         Kind::Mmap => "tput-mmap",
+        Kind::Resv => "tput-resv",
     });
     let report = measure(args)?;
     println!("{}", serde_json::to_string(&report)?);
@@ -123,12 +130,22 @@ fn measure(args: &ThroughputArgs) -> Result<ThroughputReport> {
                 iterations += 64;
             }
         }
+        Kind::Resv => {
+            let dev = Device::open(args.device.as_deref())?;
+            while start.elapsed() < args.duration {
+                for _ in 0..16 {
+                    let bo = dev.create_dumb(64 << 10)?;
+                    bo.map_offset()?;
+                }
+                iterations += 16;
+            }
+        }
     }
     let elapsed = start.elapsed();
     let faults = super::thread_faults() - before;
     let secs = elapsed.as_secs_f64().max(1e-9);
     let ops = match args.kind {
-        Kind::Mmap => iterations as f64,
+        Kind::Mmap | Kind::Resv => iterations as f64,
         Kind::Ttm | Kind::Anon => faults as f64,
     };
     Ok(ThroughputReport {

@@ -21,6 +21,9 @@ pub struct QemuConfig {
     pub initrd: PathBuf,
     pub smp: u32,
     pub mem_mib: u32,
+    /// `-icount shift=N,sleep=off`: guest time advances by 2^N ns per executed instruction,
+    /// so a throughput measured in guest time counts instructions, not host speed.
+    pub icount_shift: Option<u32>,
     /// Host directory shared read-write as 9p tag `ctl`.
     pub ctl_dir: PathBuf,
     /// Host directory shared read-write as 9p tag `out` (`$LAB_OUT`).
@@ -71,6 +74,12 @@ pub fn args(cfg: &QemuConfig) -> Vec<OsString> {
     .iter()
     .map(OsString::from)
     .collect();
+    if let Some(shift) = cfg.icount_shift {
+        a.extend([
+            OsString::from("-icount"),
+            OsString::from(format!("shift={shift},sleep=off")),
+        ]);
+    }
     a.extend([OsString::from("-serial"), serial]);
     a.extend([OsString::from("-kernel"), cfg.vmlinuz.clone().into()]);
     a.extend([OsString::from("-initrd"), cfg.initrd.clone().into()]);
@@ -137,6 +146,7 @@ mod tests {
             initrd: "/i.cpio".into(),
             smp: 2,
             mem_mib: 2048,
+            icount_shift: None,
             ctl_dir: "/r/ctl".into(),
             out_dir: "/r/out".into(),
             console_log: "/r/console.log".into(),
@@ -155,5 +165,15 @@ mod tests {
         assert!(line.contains("path=/r/ctl,mount_tag=ctl,"));
         assert!(line.contains("path=/r/out,mount_tag=out,"));
         assert!(!line.contains("kvm"));
+        assert!(!line.contains("icount"));
+        let counted = QemuConfig {
+            icount_shift: Some(2),
+            ..cfg
+        };
+        let line: Vec<String> = args(&counted)
+            .into_iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect();
+        assert!(line.join(" ").contains("-icount shift=2,sleep=off"));
     }
 }

@@ -103,6 +103,7 @@ pub fn run_in(dirs: &LabDirs, spec: &LabSpec) -> Result<LabRun> {
         initrd,
         smp: spec.smp,
         mem_mib: spec.mem_mib,
+        icount_shift: spec.icount_shift,
         ctl_dir: ctl.clone(),
         out_dir: out.clone(),
         console_log: dir.join("console.log"),

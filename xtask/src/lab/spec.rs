@@ -72,6 +72,8 @@ pub struct LabSpec {
     pub timeout: Duration,
     pub smp: u32,
     pub mem_mib: u32,
+    /// Deterministic guest time (`-icount shift=N,sleep=off`); see `QemuConfig`.
+    pub icount_shift: Option<u32>,
 }
 
 impl LabSpec {
@@ -90,6 +92,7 @@ impl LabSpec {
             timeout: Self::DEFAULT_TIMEOUT,
             smp: Self::DEFAULT_SMP,
             mem_mib: Self::DEFAULT_MEM_MIB,
+            icount_shift: None,
         }
     }
 
@@ -115,6 +118,12 @@ impl LabSpec {
 
     pub fn smp(mut self, smp: u32) -> Self {
         self.smp = smp;
+        self
+    }
+
+    /// Guest time counts executed instructions (2^shift ns each).
+    pub fn icount(mut self, shift: u32) -> Self {
+        self.icount_shift = Some(shift);
         self
     }
 
