@@ -555,9 +555,46 @@ pub fn run_checks_for(
     ))
 }
 
+/// Where the reservation facts would be hooked: call sites (nothing system-wide) when the
+/// loaded modules' files are found, else the vmlinux functions (a warning: every up_read and
+/// ww_mutex call of the machine then pays). Module files from `TTMLAT_MODULE_FILES` too.
+fn hook_sites(report: &Report) -> Option<Check> {
+    const ID: &str = "hook_sites";
+    const NAME: &str = "call-site hooks";
+    let plan = report.plan.as_ref()?;
+    let given: Vec<std::path::PathBuf> = std::env::var_os("TTMLAT_MODULE_FILES")
+        .map(|v| std::env::split_paths(&v).collect())
+        .unwrap_or_default();
+    Some(match crate::callsites::plan(plan, &report.kernel, &given) {
+        Ok(sites) => {
+            let files: Vec<String> = sites
+                .modules
+                .iter()
+                .map(|m| format!("{} sites in {}", m.sites.len(), m.file.display()))
+                .collect();
+            Check::new(ID, NAME, State::Ok, files.join(", "))
+        }
+        Err(e) => {
+            let mut c = Check::new(ID, NAME, State::Warn, format!("{e:#}"));
+            c.hint = Some(
+                "ttmlat will hook up_read and ww_mutex_* themselves, which costs every page \
+                 fault of the machine a little; pass the loaded module's file with \
+                 --module-file (or TTMLAT_MODULE_FILES)"
+                    .into(),
+            );
+            c
+        }
+    })
+}
+
 /// `ttmlat check [--json]`: prints the report; `Ok(true)` when ttmlat can run.
 pub fn run(json: bool) -> Result<bool> {
-    let report = run_checks(DEFAULT_MAXACTIVE);
+    let mut report = run_checks(DEFAULT_MAXACTIVE);
+    if report.can_run
+        && let Some(c) = hook_sites(&report)
+    {
+        report.checks.push(c);
+    }
     let mut stdout = std::io::stdout().lock();
     if json {
         let text = serde_json::to_string_pretty(&report).context("encoding the report")?;
