@@ -90,6 +90,14 @@ fn synthetic(name: &[u8]) -> Vec<Record> {
             name,
         ));
     }
+    // Quiet episodes counted by the probes.
+    v.push(Record::Quiet(crate::events::QuietEpisodes {
+        tgid: 1,
+        comm: comm(name),
+        driver: comm(b"bochs"),
+        latency_ns: 40_000,
+        count: 7,
+    }));
     // retry
     v.push(attempt(
         2,
