@@ -426,6 +426,15 @@ pub struct ThreadState {
     pub driver: [u8; DRIVER_LEN],
     /// See [`AttemptEvent::holder_stack_id`].
     pub holder_stack_id: i32,
+    /// `vma->vm_file->f_op` whose module name is in `driver`: a thread's next fault on a file
+    /// with the same file operations reuses the name instead of reading it again. Kept
+    /// across episodes.
+    pub driver_fops: u64,
+    /// Set when this thread finished an mmap_lock read wait that its next TTM fault may
+    /// take as its own (`WAITERS`); only then does the fault look it up. Kept across
+    /// episodes.
+    pub pre_wait_pending: u32,
+    pub _pad: u32,
 }
 
 /// Per-mm watch, keyed by `&mm->mmap_lock`, created by the mm's first TTM attempt and kept
@@ -541,7 +550,7 @@ mod tests {
         assert_eq!(size_of::<HolderRelease>(), 16);
         assert_eq!(
             size_of::<ThreadState>(),
-            17 * 8 + 9 * 4 + 3 * 2 + 2 + 2 * 4 + 2 * 16 + 4
+            17 * 8 + 9 * 4 + 3 * 2 + 2 + 2 * 4 + 2 * 16 + 4 + 8 + 2 * 4
         );
     }
 

@@ -115,6 +115,8 @@ pub fn attempt_enter(kind: u8, vmf: u64, vma: u64) {
                 return;
             };
             begin_episode(st, now);
+            // A wait that ended before this thread had an entry could not be noted.
+            st.pre_wait_pending = 1;
             st
         }
     };
@@ -124,13 +126,20 @@ pub fn attempt_enter(kind: u8, vmf: u64, vma: u64) {
         vma
     };
     if st.attempts == 0 {
-        st.driver = kernel::driver_name(vma);
+        // A file_operations struct belongs to one module for as long as the module is
+        // loaded: the name read for it last time is still its name.
+        let fops = kernel::vma_fops(vma);
+        if fops == 0 || fops != st.driver_fops {
+            st.driver = kernel::driver_name(fops);
+            st.driver_fops = fops;
+        }
     }
     st.mm = kernel::vma_mm(vma);
     st.mm_lock = kernel::mm_lock(st.mm);
     if st.attempts == 0
         && kind == attempt_kind::FAULT
-        && let Some((begin, end)) = watch::take_preceding_read_wait(cur.tid, st.mm_lock, now)
+        && st.pre_wait_pending != 0
+        && let Some((begin, end)) = take_pre_wait(st, cur.tid, now)
     {
         // The fault queued for mmap_lock before reaching the handler: that is part of its
         // latency (and the stall a held reservation wait inflicts on sibling faults).
@@ -156,12 +165,31 @@ pub fn attempt_enter(kind: u8, vmf: u64, vma: u64) {
 }
 
 #[inline(always)]
+fn take_pre_wait(st: &mut ThreadState, tid: u32, now: u64) -> Option<(u64, u64)> {
+    st.pre_wait_pending = 0;
+    watch::take_preceding_read_wait(tid, st.mm_lock, now)
+}
+
+/// A new episode: everything reset but what is kept across episodes (the driver-name cache
+/// and the pending pre-lock wait).
+#[inline(always)]
 fn begin_episode(st: &mut ThreadState, now: u64) {
     *st = ThreadState {
         episode_start_ns: now,
         holder_stack_id: -1,
+        driver: st.driver,
+        driver_fops: st.driver_fops,
+        pre_wait_pending: st.pre_wait_pending,
         ..ThreadState::default()
     };
+}
+
+/// `watch::waiter_end` kept a finished read wait of this thread: its next TTM fault must look.
+#[inline(always)]
+pub fn note_pre_wait(tid: u32) {
+    if let Some(st) = state(tid) {
+        st.pre_wait_pending = 1;
+    }
 }
 
 /// Return of the outermost handler: emit the attempt, then end or suspend the episode.

@@ -67,14 +67,19 @@ pub fn mm_lock(mm: u64) -> u64 {
     }
 }
 
-/// `vma->vm_file->f_op->owner->name`: the module (DRM driver) that owns the mapping.
+/// `vma->vm_file->f_op`: the mapping's file operations (0 if none).
 #[inline(always)]
-pub fn driver_name(vma: u64) -> [u8; DRIVER_LEN] {
+pub fn vma_fops(vma: u64) -> u64 {
     let file = read::<u64>(vma + config!(layout.vma_vm_file) as u64).unwrap_or(0);
     if file == 0 {
-        return [0; DRIVER_LEN];
+        return 0;
     }
-    let fops = read::<u64>(file + config!(layout.file_f_op) as u64).unwrap_or(0);
+    read::<u64>(file + config!(layout.file_f_op) as u64).unwrap_or(0)
+}
+
+/// `fops->owner->name`: the module (DRM driver) that owns the mapping's file operations.
+#[inline(always)]
+pub fn driver_name(fops: u64) -> [u8; DRIVER_LEN] {
     if fops == 0 {
         return [0; DRIVER_LEN];
     }

@@ -238,6 +238,7 @@ pub fn waiter_end(tid: u32, lock: u64, now: u64) -> Option<WaiterEnd> {
             (*st).end_ns = now;
             (*st).faults_at_end = faults;
         }
+        crate::episode::note_pre_wait(tid);
     } else {
         let _ = WAITERS.remove(tid);
     }
