@@ -482,8 +482,12 @@ pub struct WaiterState {
     pub _pad: u32,
 }
 
-/// `lock:contention_begin` flag of a read acquisition (LCB_F_READ).
+/// `lock:contention_begin` flag of a read acquisition (LCB_F_READ); the rwsem read-slowpath
+/// probe (kernels before 5.19) reports the same.
 pub const LCB_F_READ: u32 = 1 << 1;
+/// `lock:contention_begin` flag of a write acquisition (LCB_F_WRITE); likewise the write
+/// slowpath.
+pub const LCB_F_WRITE: u32 = 1 << 2;
 /// Default of [`ProbeConfig::pre_lock_link_ns`]. The path from the wait to the handler
 /// (lock_mm_and_find_vma → handle_mm_fault → __do_fault) takes microseconds; the margin covers
 /// a preempted CPU. The fault-count check makes a wider window (`--pre-lock-link`) safe for

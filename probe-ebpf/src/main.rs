@@ -18,7 +18,9 @@ use aya_ebpf::{
     macros::{fentry, fexit, kprobe, kretprobe, raw_tracepoint},
     programs::{FEntryContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext},
 };
-use probe_common::{EventKind, HolderRelease, WaiterEvent, attempt_kind, stat};
+use probe_common::{
+    EventKind, HolderRelease, LCB_F_READ, LCB_F_WRITE, WaiterEvent, attempt_kind, stat,
+};
 
 use crate::{
     episode::Seen,
@@ -263,12 +265,23 @@ pub fn lock_contention_end(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// `rwsem_down_read_slowpath(sem, ...)` / `rwsem_down_write_slowpath(sem, ...)` (vmlinux,
-/// static; used only on kernels without lock:contention_* tracepoints, < 5.19).
+/// `rwsem_down_read_slowpath(sem, ...)` (vmlinux, static; used only on kernels without
+/// lock:contention_* tracepoints, < 5.19): a read wait for `sem` begins. Reported as a read
+/// wait, like the tracepoint's LCB_F_READ, so that a fault's own mmap_lock wait is kept for
+/// the handler entry that follows it.
 #[kprobe]
-pub fn rwsem_slow_enter(ctx: ProbeContext) -> u32 {
+pub fn rwsem_read_slow_enter(ctx: ProbeContext) -> u32 {
     if let Some(sem) = ctx.arg::<u64>(0) {
-        watch::waiter_begin(episode::current().tid, sem, 0, kernel::now());
+        watch::waiter_begin(episode::current().tid, sem, LCB_F_READ, kernel::now());
+    }
+    0
+}
+
+/// `rwsem_down_write_slowpath(sem, ...)` (vmlinux, static, < 5.19): a write wait begins.
+#[kprobe]
+pub fn rwsem_write_slow_enter(ctx: ProbeContext) -> u32 {
+    if let Some(sem) = ctx.arg::<u64>(0) {
+        watch::waiter_begin(episode::current().tid, sem, LCB_F_WRITE, kernel::now());
     }
     0
 }

@@ -230,7 +230,8 @@ pub fn waiter_end(tid: u32, lock: u64, now: u64) -> Option<WaiterEnd> {
         // Already finished, or the end of a nested contention (the rwsem's own wait_lock).
         return None;
     }
-    if lock != 0 && (state.lock_flags & LCB_F_READ != 0 || state.lock_flags == 0) {
+    // `lock` is 0 from the rwsem slowpaths' return probe, which has no argument to give.
+    if state.lock_flags & LCB_F_READ != 0 {
         // Keep a finished read wait for the fault that may follow (see episode::begin).
         let faults = crate::kernel::current_faults();
         // SAFETY: valid map value pointer.

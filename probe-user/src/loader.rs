@@ -99,7 +99,12 @@ impl Probes {
             }
             ContentionSource::RwsemSlowpath(syms) => {
                 for sym in syms {
-                    probes.kprobe("rwsem_slow_enter", sym)?;
+                    let enter = if sym.contains("write") {
+                        "rwsem_write_slow_enter"
+                    } else {
+                        "rwsem_read_slow_enter"
+                    };
+                    probes.kprobe(enter, sym)?;
                     probes.kretprobe("rwsem_slow_exit", sym, &tracefs, opts.maxactive)?;
                 }
             }
