@@ -331,12 +331,13 @@ impl Probes {
                 .filter(|p| p.is_return())
                 .filter_map(RetProbe::misses)
                 .sum(),
-            kprobe_misses: self
-                .retprobes
-                .iter()
-                .filter(|p| !p.is_return())
-                .filter_map(RetProbe::misses)
-                .sum(),
+            kprobe_misses: Some(
+                self.retprobes
+                    .iter()
+                    .filter(|p| !p.is_return())
+                    .filter_map(RetProbe::misses)
+                    .sum(),
+            ),
             recursion_misses: self.recursion_misses(),
         })
     }
@@ -424,9 +425,9 @@ pub struct ProbeStats {
     pub read_faults: u64,
     pub retprobe_misses: u64,
     /// Hits of ttmlat's tracefs kprobes (call sites) that the kernel did not run the program
-    /// for (`kprobe_profile` nmissed). Absent before 0.2.
+    /// for (`kprobe_profile` nmissed). Absent (unknown) in recordings before 0.2.
     #[serde(default)]
-    pub kprobe_misses: u64,
+    pub kprobe_misses: Option<u64>,
     /// Runs of ttmlat's programs that the kernel skipped because a program was already
     /// running on that CPU (`recursion_misses` in each program's fdinfo, 5.12+; `None` where
     /// the kernel does not report it). Absent before 0.2.
@@ -473,12 +474,12 @@ impl ProbeStats {
                 "return probes missed",
                 self.retprobe_misses,
             ),
-            c(
-                "kprobe_misses",
-                "kprobe_missed",
-                "kprobes missed",
-                self.kprobe_misses,
-            ),
+            LossChannel {
+                field: "kprobe_misses",
+                reason: "kprobe_missed",
+                words: "kprobes missed",
+                value: self.kprobe_misses,
+            },
             LossChannel {
                 field: "recursion_misses",
                 reason: "program_skipped",
@@ -529,7 +530,7 @@ impl ProbeStats {
             waiter_map_full: self.waiter_map_full + o.waiter_map_full,
             read_faults: self.read_faults + o.read_faults,
             retprobe_misses: self.retprobe_misses + o.retprobe_misses,
-            kprobe_misses: self.kprobe_misses + o.kprobe_misses,
+            kprobe_misses: self.kprobe_misses.zip(o.kprobe_misses).map(|(a, b)| a + b),
             recursion_misses: self
                 .recursion_misses
                 .zip(o.recursion_misses)
@@ -581,7 +582,7 @@ mod tests {
             waiter_map_full: 5,
             read_faults: 6,
             retprobe_misses: 7,
-            kprobe_misses: 8,
+            kprobe_misses: Some(8),
             recursion_misses: Some(9),
         };
         let ch = s.channels();

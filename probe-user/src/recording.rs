@@ -363,6 +363,24 @@ mod tests {
         assert_eq!(h.len(), 4);
     }
 
+    /// A recording of ttmlat 0.1.0 (format 1) has no `meta.hook_sites`, no
+    /// `probe_stats.kprobe_misses` and no `probe_stats.recursion_misses`: it still loads, and
+    /// what 0.1.0 could not know stays unknown instead of becoming 0.
+    #[test]
+    fn loads_recordings_of_0_1_0() {
+        let mut v = serde_json::to_value(sample()).expect("json");
+        let meta = v["meta"].as_object_mut().expect("meta");
+        assert!(meta.remove("hook_sites").is_some());
+        let stats = v["probe_stats"].as_object_mut().expect("probe_stats");
+        assert!(stats.remove("kprobe_misses").is_some());
+        assert!(stats.remove("recursion_misses").is_some());
+        let old = Recording::parse(&serde_json::to_vec(&v).expect("json")).expect("0.1.0 loads");
+        assert_eq!(old.meta.hook_sites, None);
+        assert_eq!(old.probe_stats.recursion_misses, None);
+        assert_eq!(old.probe_stats.kprobe_misses, None);
+        assert_eq!(old.histograms, sample().histograms);
+    }
+
     #[test]
     fn rejects_bad_inputs_with_reasons() {
         let good = serde_json::to_vec(&sample()).expect("json");
