@@ -4,12 +4,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use hdrhistogram::Histogram;
-use probe_common::{AttemptEvent, attempt_flag};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    attribution::{AttemptPath, EpisodePath, attempt_path, episode_path},
-    events::{QuietEpisodes, Record, cstr},
+    attribution::{AttemptPath, EpisodePath},
+    episodes::{AttemptFacts, EpisodeEnd, Episodes},
+    events::{Record, cstr},
 };
 
 pub const HIST_LOW: u64 = 1;
@@ -137,9 +137,6 @@ pub const MAX_PROCESSES: usize = 256;
 pub const MAX_WAITERS: usize = 4096;
 /// Distinct holders (and holder stacks) kept; the rest are summed under tgid 0 "(other)".
 pub const MAX_HOLDERS: usize = 1024;
-/// Threads with an episode in flight; beyond this (only if episode ends were lost) the
-/// in-flight paths are dropped rather than grown without bound.
-pub const MAX_OPEN_EPISODES: usize = 65536;
 
 /// `key` if the map already has it or has room, else the catch-all `other`: every map that
 /// is keyed by something the kernel or the workload chooses stays bounded.
@@ -169,8 +166,8 @@ pub struct Aggregate {
     holders: HashMap<(u32, String), u64>,
     /// (holder tgid, holder comm, STACKS id) → waits it ended (`--holder-stack`).
     pub holder_stacks: HashMap<(u32, String, i32), u64>,
-    /// Attempt paths of episodes still open, by tid.
-    open: HashMap<u32, Vec<AttemptPath>>,
+    /// Episodes still open, by tid.
+    tracker: Episodes,
     /// Per process (tgid), at most MAX_PROCESSES (+ tgid 0 for the rest).
     pub processes: BTreeMap<u32, ProcessTotals>,
     /// First attempts (no FAULT_FLAG_TRIED) that found the reservation contended, by path.
@@ -199,7 +196,7 @@ impl Aggregate {
             waiters: BTreeMap::new(),
             holders: HashMap::new(),
             holder_stacks: HashMap::new(),
-            open: HashMap::new(),
+            tracker: Episodes::default(),
             processes: BTreeMap::new(),
             contended_first_attempts: BTreeMap::new(),
             held_waits_untried: 0,
@@ -248,57 +245,38 @@ impl Aggregate {
     }
 
     pub fn add(&mut self, rec: &Record) {
-        match rec {
-            Record::Attempt(a) => self.add_attempt(a),
-            Record::Waiter(w) => {
-                self.waiter_records += 1;
-                let wait = w.end_ns.saturating_sub(w.begin_ns);
-                let tid = bounded(
-                    self.waiters.len(),
-                    self.waiters.contains_key(&w.tid),
-                    MAX_WAITERS,
-                    w.tid,
-                    0,
-                );
-                let t = self.waiters.entry(tid).or_default();
-                t.tgid = if tid == 0 { 0 } else { w.tgid };
-                t.comm = if tid == 0 {
-                    "(other)".into()
-                } else {
-                    cstr(&w.comm)
-                };
-                t.waits += 1;
-                t.wait_ns += wait;
-                t.held_overlap_ns += w.held_overlap_ns;
-                if w.held_overlap_ns > 0 {
-                    self.record(Metric::WaiterStall, "all", w.held_overlap_ns);
-                }
+        if let Record::Waiter(w) = rec {
+            self.waiter_records += 1;
+            let wait = w.end_ns.saturating_sub(w.begin_ns);
+            let tid = bounded(
+                self.waiters.len(),
+                self.waiters.contains_key(&w.tid),
+                MAX_WAITERS,
+                w.tid,
+                0,
+            );
+            let t = self.waiters.entry(tid).or_default();
+            t.tgid = if tid == 0 { 0 } else { w.tgid };
+            t.comm = if tid == 0 {
+                "(other)".into()
+            } else {
+                cstr(&w.comm)
+            };
+            t.waits += 1;
+            t.wait_ns += wait;
+            t.held_overlap_ns += w.held_overlap_ns;
+            if w.held_overlap_ns > 0 {
+                self.record(Metric::WaiterStall, "all", w.held_overlap_ns);
             }
-            Record::Quiet(q) => self.add_quiet(q),
-            Record::Abandoned(a) => {
-                self.open.remove(&a.tid);
-                self.abandoned += 1;
-                *self.episodes.entry(EpisodePath::Abandoned).or_default() += 1;
-            }
+            return;
         }
-    }
-
-    /// Quiet episodes counted by the probes: what [`Self::add_attempt`] does for a one-attempt
-    /// uncontended episode, `count` times.
-    fn add_quiet(&mut self, q: &QuietEpisodes) {
-        let (path, ep) = (AttemptPath::Uncontended, EpisodePath::Uncontended);
-        let n = q.count;
-        *self.attempts.entry(path).or_default() += n;
-        *self.episodes.entry(ep).or_default() += n;
-        self.add_driver(&q.driver);
-        let p = self.process(q.tgid, &q.comm);
-        p.attempts += n;
-        p.episodes += n;
-        *p.attempt_paths.entry(path).or_default() += n;
-        *p.episode_paths.entry(ep).or_default() += n;
-        let _ = p.episode_latency.record_n(q.latency_ns.min(HIST_HIGH), n);
-        self.record_n(Metric::EpisodeLatency, ep.name(), q.latency_ns, n);
-        self.record_n(Metric::Retries, ep.name(), 0, n);
+        let step = self.tracker.step(rec);
+        if let Some(a) = &step.attempt {
+            self.add_attempt(a);
+        }
+        if let Some(e) = &step.ended {
+            self.add_episode(e);
+        }
     }
 
     fn add_driver(&mut self, driver: &[u8]) {
@@ -312,29 +290,27 @@ impl Aggregate {
         }
     }
 
-    fn add_attempt(&mut self, a: &AttemptEvent) {
-        let path = attempt_path(a);
-        *self.attempts.entry(path).or_default() += 1;
+    fn add_attempt(&mut self, a: &AttemptFacts) {
+        let n = a.count;
+        *self.attempts.entry(a.path).or_default() += n;
         let proc_totals = self.process(a.tgid, &a.comm);
-        proc_totals.attempts += 1;
-        *proc_totals.attempt_paths.entry(path).or_default() += 1;
-        let tried = a.vmf_flags & probe_common::fault_flag::TRIED != 0;
-        let fault = a.attempt_kind == probe_common::attempt_kind::FAULT;
-        if tried {
-            self.tried_attempts += 1;
+        proc_totals.attempts += n;
+        *proc_totals.attempt_paths.entry(a.path).or_default() += n;
+        if a.tried {
+            self.tried_attempts += n;
         }
-        if fault && !tried && (path.contended() || a.trylock == probe_common::trylock::FAILED) {
-            *self.contended_first_attempts.entry(path).or_default() += 1;
+        if a.contended_first {
+            *self.contended_first_attempts.entry(a.path).or_default() += n;
         }
-        if fault && !tried && a.flags & attempt_flag::WAITED_HELD != 0 {
-            self.held_waits_untried += 1;
+        if a.held_untried {
+            self.held_waits_untried += n;
         }
-        if a.flags & attempt_flag::UNBALANCED != 0 {
-            self.unbalanced += 1;
+        if a.unbalanced {
+            self.unbalanced += n;
         }
         self.add_driver(&a.driver);
-        if a.flags & attempt_flag::HOLDER_KNOWN != 0 {
-            let key = (a.holder_tgid, cstr(&a.holder_comm));
+        if let Some((tgid, comm)) = a.holder {
+            let key = (tgid, cstr(&comm));
             let key = bounded(
                 self.holders.len(),
                 self.holders.contains_key(&key),
@@ -342,10 +318,11 @@ impl Aggregate {
                 key,
                 (0, "(other)".to_string()),
             );
-            *self.holders.entry(key).or_default() += 1;
+            *self.holders.entry(key).or_default() += n;
         }
-        if a.holder_stack_id >= 0 {
-            let key = (a.holder_tgid, cstr(&a.holder_comm), a.holder_stack_id);
+        if let Some(id) = a.holder_stack {
+            let (tgid, comm) = a.holder.unwrap_or_default();
+            let key = (tgid, cstr(&comm), id);
             let key = bounded(
                 self.holder_stacks.len(),
                 self.holder_stacks.contains_key(&key),
@@ -353,51 +330,36 @@ impl Aggregate {
                 key,
                 (0, "(other)".to_string(), -1),
             );
-            *self.holder_stacks.entry(key).or_default() += 1;
+            *self.holder_stacks.entry(key).or_default() += n;
         }
-        let ep = if a.attempt <= 1 && a.flags & attempt_flag::EPISODE_END != 0 {
-            // A one-attempt episode (the common case): no per-thread bookkeeping.
-            self.open.remove(&a.tid);
-            episode_path(&[path])
-        } else {
-            if self.open.len() >= MAX_OPEN_EPISODES && !self.open.contains_key(&a.tid) {
-                self.open.clear();
-            }
-            let paths = self.open.entry(a.tid).or_default();
-            if a.attempt <= 1 {
-                paths.clear();
-            }
-            paths.push(path);
-            if a.flags & attempt_flag::EPISODE_END == 0 {
-                return;
-            }
-            let paths = self.open.remove(&a.tid).unwrap_or_default();
-            episode_path(&paths)
+    }
+
+    fn add_episode(&mut self, e: &EpisodeEnd) {
+        let n = e.count;
+        *self.episodes.entry(e.path).or_default() += n;
+        let Some(latency) = e.latency_ns else {
+            // Abandoned: it never completed, so it has no latency and no totals.
+            self.abandoned += n;
+            return;
         };
-        let class = ep.name();
-        *self.episodes.entry(ep).or_default() += 1;
-        let latency = a.attempt_end_ns.saturating_sub(a.episode_start_ns);
-        let proc_totals = self.process(a.tgid, &a.comm);
-        proc_totals.episodes += 1;
-        *proc_totals.episode_paths.entry(ep).or_default() += 1;
-        proc_totals.episode_latency.saturating_record(latency);
-        self.record(Metric::EpisodeLatency, class, latency);
-        self.record(
-            Metric::Retries,
-            class,
-            u64::from(a.attempt.saturating_sub(1)),
-        );
-        if a.ep_wait_held_ns > 0 {
-            self.record(Metric::WaitHeld, class, a.ep_wait_held_ns);
-        }
-        if a.ep_wait_dropped_ns > 0 {
-            self.record(Metric::WaitDropped, class, a.ep_wait_dropped_ns);
-        }
-        if a.ep_collateral_ns > 0 {
-            self.record(Metric::CollateralStall, class, a.ep_collateral_ns);
-        }
-        if a.pre_lock_wait_ns > 0 {
-            self.record(Metric::PreLockWait, class, a.pre_lock_wait_ns);
+        let class = e.path.name();
+        let proc_totals = self.process(e.tgid, &e.comm);
+        proc_totals.episodes += n;
+        *proc_totals.episode_paths.entry(e.path).or_default() += n;
+        let _ = proc_totals
+            .episode_latency
+            .record_n(latency.min(HIST_HIGH), n);
+        self.record_n(Metric::EpisodeLatency, class, latency, n);
+        self.record_n(Metric::Retries, class, e.retries, n);
+        for (metric, ns) in [
+            (Metric::WaitHeld, e.wait_held_ns),
+            (Metric::WaitDropped, e.wait_dropped_ns),
+            (Metric::CollateralStall, e.collateral_ns),
+            (Metric::PreLockWait, e.pre_lock_wait_ns),
+        ] {
+            if ns > 0 {
+                self.record_n(metric, class, ns, n);
+            }
         }
     }
 
@@ -515,9 +477,9 @@ impl Aggregate {
 
     /// Clears counts and histograms but keeps open episodes (interval reset for `live`).
     pub fn take_interval(&mut self) -> Aggregate {
-        let open = std::mem::take(&mut self.open);
+        let tracker = std::mem::take(&mut self.tracker);
         let out = std::mem::take(self);
-        self.open = open;
+        self.tracker = tracker;
         out
     }
 }
@@ -525,7 +487,10 @@ impl Aggregate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use probe_common::{AttemptEvent, EventKind, attempt_kind, fault_flag, trylock, vm_fault};
+    use crate::attribution::attempt_path;
+    use probe_common::{
+        AttemptEvent, EventKind, attempt_flag, attempt_kind, fault_flag, trylock, vm_fault,
+    };
 
     fn attempt(tid: u32, n: u16, flags: u32, ret: u32, start: u64, end: u64) -> Record {
         Record::Attempt(AttemptEvent {

@@ -1,8 +1,9 @@
 //! ttmlat: how long TTM GPU-buffer page faults hold mmap_lock while they wait for a buffer
 //! reservation, which path the kernel took, and whom it stalled — measured in the kernel.
 //!
-//! Data path: probes (probe-ebpf) → records (probe-common) → `events` → `attribution` +
-//! `aggregate` → sinks (`report` terminal, `recording` file).
+//! Data path: probes (probe-ebpf) → records and quiet-episode counts (probe-common) →
+//! `events` (decoding) → `episodes` (attempts and episodes, with `attribution`'s paths) →
+//! `aggregate` and `serve`'s metrics → sinks (`report` terminal, `recording` file, `/metrics`).
 
 mod aggregate;
 mod attribution;
@@ -11,6 +12,7 @@ mod callsites;
 mod check;
 mod compare;
 mod discovery;
+mod episodes;
 mod events;
 mod kernel_info;
 mod layout;

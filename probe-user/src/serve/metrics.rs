@@ -6,9 +6,8 @@
 //! fault handlers), `reason` (fixed), and `comm` only with `--by-comm`, capped at
 //! `--max-comms` distinct values (the rest are `comm="other"`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
-use probe_common::{AttemptEvent, attempt_flag};
 use prometheus_client::{
     encoding::{prometheus_protobuf, prometheus_text},
     metrics::{
@@ -20,7 +19,8 @@ use prometheus_client::{
 };
 
 use crate::{
-    attribution::{AttemptPath, EpisodePath, attempt_path, episode_path},
+    attribution::EpisodePath,
+    episodes::{AttemptFacts, EpisodeEnd, Episodes},
     events::{Record, cstr},
     loader::ProbeStats,
 };
@@ -214,8 +214,8 @@ pub struct Feeder {
     by_comm: bool,
     max_comms: usize,
     comms: HashSet<String>,
-    /// Attempt paths and driver of episodes still open, by tid (as in `Aggregate`).
-    open: HashMap<u32, (Vec<AttemptPath>, String)>,
+    /// Episodes still open (the same tracker the aggregate uses).
+    tracker: Episodes,
     /// Cumulative probe counters at the last poll.
     last_stats: [u64; ProbeStats::CHANNELS],
     /// Drivers whose per-path episode series exist.
@@ -235,7 +235,7 @@ impl Feeder {
             by_comm,
             max_comms,
             comms: HashSet::new(),
-            open: HashMap::new(),
+            tracker: Episodes::default(),
             last_stats: [0; ProbeStats::CHANNELS],
             drivers: HashSet::new(),
         }
@@ -266,25 +266,21 @@ impl Feeder {
     }
 
     pub fn record(&mut self, rec: &Record) {
-        match rec {
-            Record::Attempt(a) => self.attempt(a),
-            Record::Waiter(w) => {
-                if w.held_overlap_ns > 0 {
-                    self.metrics
-                        .waiter_stall
-                        .get_or_create(&Vec::new())
-                        .observe(seconds(w.held_overlap_ns));
-                }
+        if let Record::Waiter(w) = rec {
+            if w.held_overlap_ns > 0 {
+                self.metrics
+                    .waiter_stall
+                    .get_or_create(&Vec::new())
+                    .observe(seconds(w.held_overlap_ns));
             }
-            Record::Quiet(q) => self.quiet(q),
-            Record::Abandoned(a) => {
-                let driver = self
-                    .open
-                    .remove(&a.tid)
-                    .map_or_else(|| UNKNOWN_DRIVER.to_string(), |(_, d)| d);
-                let labels = self.episode_labels(EpisodePath::Abandoned, &driver, &a.comm);
-                self.metrics.episodes.get_or_create(&labels).inc();
-            }
+            return;
+        }
+        let step = self.tracker.step(rec);
+        if let Some(a) = &step.attempt {
+            self.attempt(a);
+        }
+        if let Some(e) = &step.ended {
+            self.episode(e);
         }
     }
 
@@ -306,59 +302,48 @@ impl Feeder {
         driver
     }
 
-    /// Quiet episodes counted by the probes: one uncontended attempt each.
-    fn quiet(&mut self, q: &crate::events::QuietEpisodes) {
+    fn attempt(&mut self, a: &AttemptFacts) {
         let m = std::sync::Arc::clone(&self.metrics);
         m.attempts
-            .get_or_create(&vec![("path", AttemptPath::Uncontended.name().to_string())])
-            .inc_by(q.count);
-        let driver = self.driver_label(&q.driver);
-        let labels = self.episode_labels(EpisodePath::Uncontended, &driver, &q.comm);
-        m.episodes.get_or_create(&labels).inc_by(q.count);
-        let h = m.episode_duration.get_or_create(&labels);
-        for _ in 0..q.count {
-            h.observe(seconds(q.latency_ns));
+            .get_or_create(&vec![("path", a.path.name().to_string())])
+            .inc_by(a.count);
+        if a.waited_held {
+            m.held_waits.inc_by(a.count);
         }
+        self.driver_label(&a.driver);
     }
 
-    /// Mirrors `Aggregate::add_attempt`'s episode bookkeeping (tested against it).
-    fn attempt(&mut self, a: &AttemptEvent) {
-        let path = attempt_path(a);
+    fn episode(&mut self, e: &EpisodeEnd) {
         let m = std::sync::Arc::clone(&self.metrics);
-        m.attempts
-            .get_or_create(&vec![("path", path.name().to_string())])
-            .inc();
-        if a.flags & attempt_flag::WAITED_HELD != 0 {
-            m.held_waits.inc();
-        }
-        let driver = self.driver_label(&a.driver);
-        let (paths, d) = self.open.entry(a.tid).or_default();
-        if a.attempt <= 1 {
-            paths.clear();
-        }
-        paths.push(path);
-        *d = driver;
-        if a.flags & attempt_flag::EPISODE_END == 0 {
+        let driver = if e.driver[0] == 0 && e.latency_ns.is_none() {
+            // An abandoned episode whose attempts were not seen.
+            UNKNOWN_DRIVER.to_string()
+        } else {
+            self.driver_label(&e.driver)
+        };
+        let labels = self.episode_labels(e.path, &driver, &e.comm);
+        m.episodes.get_or_create(&labels).inc_by(e.count);
+        let Some(latency) = e.latency_ns else {
             return;
+        };
+        let h = m.episode_duration.get_or_create(&labels);
+        for _ in 0..e.count {
+            h.observe(seconds(latency));
         }
-        let (paths, driver) = self.open.remove(&a.tid).unwrap_or_default();
-        let ep = episode_path(&paths);
-        let labels = self.episode_labels(ep, &driver, &a.comm);
-        m.episodes.get_or_create(&labels).inc();
-        m.episode_duration
-            .get_or_create(&labels)
-            .observe(seconds(a.attempt_end_ns.saturating_sub(a.episode_start_ns)));
-        m.retries.inc_by(u64::from(a.attempt.saturating_sub(1)));
+        m.retries.inc_by(e.retries * e.count);
         // The per-wait histograms stay at (path, driver): comm adds little there.
         let base: Labels = labels.into_iter().take(2).collect();
         for (family, ns) in [
-            (&m.wait_held, a.ep_wait_held_ns),
-            (&m.wait_dropped, a.ep_wait_dropped_ns),
-            (&m.collateral_stall, a.ep_collateral_ns),
-            (&m.pre_lock_wait, a.pre_lock_wait_ns),
+            (&m.wait_held, e.wait_held_ns),
+            (&m.wait_dropped, e.wait_dropped_ns),
+            (&m.collateral_stall, e.collateral_ns),
+            (&m.pre_lock_wait, e.pre_lock_wait_ns),
         ] {
             if ns > 0 {
-                family.get_or_create(&base).observe(seconds(ns));
+                let h = family.get_or_create(&base);
+                for _ in 0..e.count {
+                    h.observe(seconds(ns));
+                }
             }
         }
     }
