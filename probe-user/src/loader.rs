@@ -34,6 +34,8 @@ pub struct LoadOptions {
     /// Call sites inside the TTM functions to hook instead of the vmlinux functions
     /// (`callsites`); `None`: hook `ww_mutex_*` and `up_read` themselves.
     pub sites: Option<SitePlan>,
+    /// Fail rather than fall back to the vmlinux hooks when a call site cannot be attached.
+    pub sites_required: bool,
     /// Count quiet episodes in the kernel (`QUIET`) instead of sending each as a record.
     pub quiet_in_kernel: bool,
 }
@@ -45,6 +47,8 @@ pub struct Probes {
     ebpf: Ebpf,
     /// What is attached, for recordings: "kprobe:sym", "kretprobe:sym", "raw_tp:name".
     pub attached: Vec<String>,
+    /// Why the call sites planned were not used, when attaching them failed.
+    pub fallback: Option<String>,
 }
 
 impl Probes {
@@ -70,6 +74,7 @@ impl Probes {
             retprobes: Vec::new(),
             ebpf,
             attached: Vec::new(),
+            fallback: None,
         };
         for (sym, _module) in &plan.fault_handlers {
             probes.kprobe("ttm_fault_enter", sym)?;
@@ -79,14 +84,28 @@ impl Probes {
             probes.kprobe("ttm_access_enter", sym)?;
             probes.kretprobe("ttm_access_exit", sym, &tracefs, opts.maxactive)?;
         }
+        let mut use_sites = opts.sites.is_some();
         if let Some(sites) = &opts.sites {
             // Reserve's facts come from its call sites (the trylock return says it ran).
-            for site in sites.sites() {
+            let (n_probes, n_attached) = (probes.retprobes.len(), probes.attached.len());
+            let attached = sites.sites().try_for_each(|site| {
                 probes
                     .kprobe_at(site.role.program(), &site.function, site.offset, &tracefs)
-                    .with_context(|| format!("call site of {} ({:?})", site.callee, site.role))?;
+                    .with_context(|| format!("call site of {} ({:?})", site.callee, site.role))
+            });
+            if let Err(e) = attached {
+                if opts.sites_required {
+                    return Err(e.context("--hook-sites call-sites"));
+                }
+                // Dropping the probes removes their tracefs events: nothing is seen twice.
+                probes.retprobes.truncate(n_probes);
+                probes.attached.truncate(n_attached);
+                log::warn!("call-site hooks failed, hooking the vmlinux functions: {e:#}");
+                probes.fallback = Some(format!("{e:#}"));
+                use_sites = false;
             }
-        } else {
+        }
+        if !use_sites {
             probes.vmlinux_functions(plan, opts, &tracefs)?;
         }
         if opts.holder_stacks {

@@ -243,6 +243,7 @@ pub async fn run_with_sink(
             holder_stacks: args.holder_stack,
             vmlinux_hooks: args.vmlinux_hooks,
             sites,
+            sites_required: args.hook_sites == HookSites::CallSites,
             quiet_in_kernel: !args.every_episode,
         },
     )?;
@@ -258,7 +259,10 @@ pub async fn run_with_sink(
         kernel_taint: kernel.taint,
         ttm_variant: std::env::var("LAB_TTM").ok(),
         attach_points: probes.attached.clone(),
-        hook_sites: Some(hook_sites),
+        hook_sites: Some(match &probes.fallback {
+            Some(why) => format!("vmlinux: attaching the call sites failed: {why}"),
+            None => hook_sites,
+        }),
         handlers: plan.handler_notes(),
         contention_source: format!("{:?}", plan.contention),
         drivers_seen: Vec::new(),
