@@ -371,6 +371,11 @@ impl Aggregate {
         self.attempts.values().sum()
     }
 
+    /// Counts `count` trylock failures against holder (tgid, comm) (from a recording).
+    pub fn add_holder(&mut self, tgid: u32, comm: &str, count: u64) {
+        *self.holders.entry((tgid, comm.to_string())).or_default() += count;
+    }
+
     /// Holders, most frequent first.
     pub fn holders(&self) -> Vec<HolderCount> {
         let mut v: Vec<HolderCount> = self

@@ -227,7 +227,7 @@ fn run(cli: Cli) -> Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&rec)?);
             } else {
-                print!("{}", show_text(&rec));
+                print!("{}", report::recording(&rec)?);
             }
             Ok(())
         }
@@ -312,38 +312,4 @@ fn live_json(agg: &aggregate::Aggregate, stats: &loader::ProbeStats) -> Result<S
         "probe_stats": stats,
     });
     Ok(serde_json::to_string(&value)?)
-}
-
-fn show_text(rec: &Recording) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let m = &rec.meta;
-    let _ = writeln!(
-        out,
-        "recording: kernel {} ({}), ttm srcversion {} taint {:?}, kernel taint {}, {}",
-        m.kernel_release,
-        m.kernel_package.as_deref().unwrap_or("package unknown"),
-        m.ttm_srcversion.as_deref().unwrap_or("?"),
-        m.ttm_taint.as_deref().unwrap_or("?"),
-        m.kernel_taint.map_or("?".into(), |t| t.to_string()),
-        m.ttm_variant.as_deref().unwrap_or("")
-    );
-    let _ = writeln!(
-        out,
-        "  {} s, drivers {:?}, label {:?}",
-        (m.end_unix_ns.saturating_sub(m.start_unix_ns)) as f64 / 1e9,
-        m.drivers_seen,
-        m.label
-    );
-    let _ = writeln!(out, "  episodes {:?}", rec.counts.episodes);
-    let _ = writeln!(out, "  attempts {:?}", rec.counts.attempts);
-    for h in &rec.histograms {
-        let _ = writeln!(
-            out,
-            "  {:<18} {:<16} n={:<8} p50={} p99={} p99.9={} max={}",
-            h.metric, h.class, h.count, h.p50, h.p99, h.p999, h.max
-        );
-    }
-    let _ = writeln!(out, "  lost: {:?}", rec.probe_stats);
-    out
 }

@@ -246,6 +246,69 @@ impl Recording {
         })
     }
 
+    /// The aggregate this recording was made from, as far as it keeps it (open episodes and
+    /// holder stack ids are not kept): for the terminal report of `show`. Names this ttmlat
+    /// does not know are an error, not dropped.
+    pub fn to_aggregate(&self) -> Result<Aggregate> {
+        use crate::attribution::{AttemptPath, EpisodePath};
+        let episode = |n: &str| {
+            EpisodePath::ALL
+                .into_iter()
+                .find(|p| p.name() == n)
+                .with_context(|| format!("unknown episode path {n:?}"))
+        };
+        let attempt = |n: &str| {
+            AttemptPath::ALL
+                .into_iter()
+                .find(|p| p.name() == n)
+                .with_context(|| format!("unknown attempt path {n:?}"))
+        };
+        let mut agg = Aggregate::new();
+        for h in &self.histograms {
+            let metric = Metric::from_name(&h.metric)
+                .with_context(|| format!("unknown metric {:?}", h.metric))?;
+            agg.histograms
+                .insert((metric, h.class.clone()), decode_histogram(&h.encoded)?);
+        }
+        let c = &self.counts;
+        for (k, v) in &c.episodes {
+            agg.episodes.insert(episode(k)?, *v);
+        }
+        for (k, v) in &c.attempts {
+            agg.attempts.insert(attempt(k)?, *v);
+        }
+        for (k, v) in &c.contended_first_attempts {
+            agg.contended_first_attempts.insert(attempt(k)?, *v);
+        }
+        agg.tried_attempts = c.tried_attempts;
+        agg.abandoned = c.abandoned;
+        agg.waiter_records = c.waiter_records;
+        agg.unbalanced = c.unbalanced;
+        agg.held_waits_untried = c.held_waits_untried;
+        for (tgid, p) in &self.processes {
+            let mut t = crate::aggregate::ProcessTotals {
+                comm: p.comm.clone(),
+                episodes: p.episodes,
+                attempts: p.attempts,
+                episode_latency: decode_histogram(&p.episode_latency.encoded)?,
+                ..Default::default()
+            };
+            for (k, v) in &p.attempt_paths {
+                t.attempt_paths.insert(attempt(k)?, *v);
+            }
+            for (k, v) in &p.episode_paths {
+                t.episode_paths.insert(episode(k)?, *v);
+            }
+            agg.processes.insert(*tgid, t);
+        }
+        for h in &self.holders {
+            agg.add_holder(h.tgid, &h.comm, h.count);
+        }
+        agg.waiters = self.waiters.clone();
+        agg.drivers = self.meta.drivers_seen.iter().cloned().collect();
+        Ok(agg)
+    }
+
     /// Writes the recording atomically (temp file in the same directory, fsync, rename).
     pub fn write(&self, path: &Path) -> Result<()> {
         let dir = match path.parent() {
@@ -379,6 +442,26 @@ mod tests {
         assert_eq!(old.probe_stats.recursion_misses, None);
         assert_eq!(old.probe_stats.kprobe_misses, None);
         assert_eq!(old.histograms, sample().histograms);
+    }
+
+    /// `show` renders a recording like `live` does: from the aggregate it came from.
+    #[test]
+    fn shows_the_live_report_with_dashes_for_unknowns() {
+        let rec = sample();
+        let agg = rec.to_aggregate().expect("aggregate");
+        assert_eq!(
+            agg.histograms.keys().collect::<Vec<_>>(),
+            vec![&(Metric::EpisodeLatency, "uncontended".to_string())]
+        );
+        let text = crate::report::recording(&rec).expect("report");
+        assert!(text.contains("recording — "), "{text}");
+        assert!(text.contains("episode_latency    uncontended"), "{text}");
+        assert!(text.contains("lost: ring buffer full 0"), "{text}");
+        assert!(!text.contains("None") && !text.contains("Some("), "{text}");
+        let mut bad = rec.clone();
+        bad.counts.episodes.insert("sideways".into(), 1);
+        let err = format!("{:#}", bad.to_aggregate().expect_err("unknown path"));
+        assert!(err.contains("sideways"), "{err}");
     }
 
     #[test]

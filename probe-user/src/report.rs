@@ -208,6 +208,61 @@ pub fn log2_histogram(h: &Histogram<u64>, unit_ns: bool) -> String {
     out
 }
 
+/// `ttmlat show`: what the recording says about where it was made, then the same report as
+/// `live`/`record`. Unknown values are `—`; strings from the kernel or the user are sanitised.
+pub fn recording(rec: &crate::recording::Recording) -> anyhow::Result<String> {
+    let m = &rec.meta;
+    let dash = |v: Option<&str>| {
+        v.filter(|s| !s.is_empty())
+            .map_or("—".to_string(), sanitize)
+    };
+    let mut out = String::new();
+    let secs = m.end_unix_ns.saturating_sub(m.start_unix_ns) as f64 / 1e9;
+    let _ = writeln!(
+        out,
+        "recording {} · ttmlat {} · {secs:.1} s{}",
+        dash(m.label.as_deref()),
+        sanitize(&m.tool_version),
+        if rec.repetitions > 1 {
+            format!(" · {} repetitions", rec.repetitions)
+        } else {
+            String::new()
+        }
+    );
+    let _ = writeln!(
+        out,
+        "  kernel {} (package {}), taint {}",
+        sanitize(&m.kernel_release),
+        dash(m.kernel_package.as_deref()),
+        m.kernel_taint.map_or("—".to_string(), |t| t.to_string())
+    );
+    let _ = writeln!(
+        out,
+        "  ttm: variant {}, version {}, srcversion {}, taint {}",
+        dash(m.ttm_variant.as_deref()),
+        dash(m.ttm_version.as_deref()),
+        dash(m.ttm_srcversion.as_deref()),
+        dash(m.ttm_taint.as_deref())
+    );
+    let _ = writeln!(out, "  hooks: {}", dash(m.hook_sites.as_deref()));
+    if !m.filters.is_empty() {
+        let f: Vec<String> = m
+            .filters
+            .iter()
+            .map(|(k, v)| format!("{k}={}", sanitize(v)))
+            .collect();
+        let _ = writeln!(out, "  filters: {}", f.join(", "));
+    }
+    let agg = rec.to_aggregate()?;
+    out.push_str(&render(
+        "  ──",
+        &agg,
+        &rec.probe_stats,
+        rec.undecodable_records,
+    ));
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
