@@ -318,6 +318,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let runs = runs?;
     ensure!(!runs.is_empty(), "no repetition completed");
 
+    outcome.warn_read_errors();
     let mut rec = outcome.recording(args.label.clone())?;
     rec.repetitions = runs.len() as u32;
     rec.bench = Some(bench_info(&rec, &outcome.total, stress_args, runs));
@@ -653,6 +654,7 @@ pub fn merge(recs: &[Recording], force: bool) -> Result<(Recording, Vec<String>)
             .skip(1)
             .fold(first.probe_stats, |acc, r| acc.plus(&r.probe_stats)),
         undecodable_records: recs.iter().map(|r| r.undecodable_records).sum(),
+        read_errors: recs.iter().flat_map(|r| r.read_errors.clone()).collect(),
         state_entries_at_end: sum_fields(
             recs.iter().map(|r| &r.state_entries_at_end),
             "state_entries_at_end",

@@ -336,14 +336,20 @@ impl Probes {
             .map(names::STATS)
             .ok_or_else(|| anyhow!("map {} missing", names::STATS))?;
         let arr: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)?;
-        let sum = |i: u32| -> u64 { arr.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0) };
+        let sum = |i: u32| -> Result<u64> {
+            Ok(arr
+                .get(&i, 0)
+                .with_context(|| format!("reading loss counter {i} of map {}", names::STATS))?
+                .iter()
+                .sum())
+        };
         Ok(ProbeStats {
-            ringbuf_drops: sum(stat::RINGBUF_DROPS),
-            thread_map_full: sum(stat::THREAD_MAP_FULL),
-            orphan_returns: sum(stat::ORPHAN_RETURNS),
-            watch_map_full: sum(stat::WATCH_MAP_FULL),
-            waiter_map_full: sum(stat::WAITER_MAP_FULL),
-            read_faults: sum(stat::READ_FAULTS),
+            ringbuf_drops: sum(stat::RINGBUF_DROPS)?,
+            thread_map_full: sum(stat::THREAD_MAP_FULL)?,
+            orphan_returns: sum(stat::ORPHAN_RETURNS)?,
+            watch_map_full: sum(stat::WATCH_MAP_FULL)?,
+            waiter_map_full: sum(stat::WAITER_MAP_FULL)?,
+            read_faults: sum(stat::READ_FAULTS)?,
             retprobe_misses: self
                 .retprobes
                 .iter()
@@ -421,7 +427,12 @@ impl Probes {
             .ok_or_else(|| anyhow!("map {name} missing"))?;
         let hash: HashMap<&MapData, K, V> =
             HashMap::try_from(map).with_context(|| format!("map {name} is not a hash map"))?;
-        Ok(hash.keys().filter(Result::is_ok).count())
+        let mut n = 0;
+        for key in hash.keys() {
+            key.with_context(|| format!("iterating the keys of map {name}"))?;
+            n += 1;
+        }
+        Ok(n)
     }
 }
 

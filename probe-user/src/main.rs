@@ -185,6 +185,7 @@ fn run(cli: Cli) -> Result<()> {
                         outcome.undecodable
                     )
                 );
+                outcome.warn_read_errors();
                 let lat = outcome.total.merged(Metric::EpisodeLatency);
                 print!("{}", report::log2_histogram(&lat, true));
                 print!("{}", report::holder_stacks(&outcome.holder_stacks));
@@ -216,6 +217,7 @@ fn run(cli: Cli) -> Result<()> {
                         outcome.undecodable
                     )
                 );
+                outcome.warn_read_errors();
                 let lat = outcome.total.merged(Metric::EpisodeLatency);
                 print!("{}", report::log2_histogram(&lat, true));
                 print!("{}", report::holder_stacks(&outcome.holder_stacks));

@@ -124,6 +124,10 @@ pub struct Recording {
     #[serde(default)]
     pub holder_stacks: Vec<HolderStack>,
     pub waiters: BTreeMap<u32, WaiterTotals>,
+    /// Reads of the probes' maps that failed during the session (what they would have said
+    /// is missing from the figures). Absent before 0.2.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read_errors: Vec<String>,
     /// Repetitions merged into this recording (`ttmlat bench`); 1 otherwise.
     pub repetitions: u32,
     /// `ttmlat bench`: the stress arguments and each repetition's own summary.
@@ -240,6 +244,7 @@ impl Recording {
             histograms,
             holders: agg.holders(),
             holder_stacks: Vec::new(),
+            read_errors: Vec::new(),
             waiters: agg.waiters.clone(),
             repetitions: 1,
             bench: None,

@@ -253,6 +253,9 @@ pub fn recording(rec: &crate::recording::Recording) -> anyhow::Result<String> {
             .collect();
         let _ = writeln!(out, "  filters: {}", f.join(", "));
     }
+    for e in &rec.read_errors {
+        let _ = writeln!(out, "  READ FAILED (figures incomplete): {}", sanitize(e));
+    }
     let agg = rec.to_aggregate()?;
     out.push_str(&render(
         "  ──",

@@ -30,8 +30,9 @@ pub struct TraceArgs {
     /// Ring buffer size in KiB (power of two).
     #[arg(long, default_value_t = 4096)]
     pub ring_buffer_kib: u32,
-    /// Return-probe instances per probed function (threads that may sleep inside at once).
-    #[arg(long, default_value_t = 1024)]
+    /// Return-probe instances per probed function (threads that may sleep inside at once;
+    /// the kernel accepts at most 4096).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub maxactive: u32,
     /// Create this file once the probes are attached (for scripts and tests).
     #[arg(long)]
@@ -134,6 +135,8 @@ pub struct Outcome {
     /// Holder stacks, symbolized (`--holder-stack`), most frequent first.
     pub holder_stacks: Vec<HolderStack>,
     pub stats: ProbeStats,
+    /// Map reads that failed (the figures they would have given are missing, not zero).
+    pub read_errors: Vec<String>,
     pub undecodable: u64,
     pub state_entries_at_end: StateEntries,
     pub meta: Meta,
@@ -152,6 +155,7 @@ impl Outcome {
             self.state_entries_at_end,
         )?;
         rec.holder_stacks = self.holder_stacks.clone();
+        rec.read_errors = self.read_errors.clone();
         Ok(rec)
     }
 }
@@ -239,7 +243,7 @@ pub async fn run_with_sink(
         &LoadOptions {
             config,
             ring_buffer_bytes: ring_bytes,
-            maxactive: args.maxactive.clamp(1, 4096),
+            maxactive: args.maxactive,
             holder_stacks: args.holder_stack,
             vmlinux_hooks: args.vmlinux_hooks,
             sites,
@@ -302,6 +306,8 @@ pub async fn run_with_sink(
     let mut undecodable = 0u64;
     let mut quiet = QuietReader::default();
     let mut drains = 0u32;
+    let mut errors = ReadErrors::default();
+    let mut last_stats = ProbeStats::default();
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -312,17 +318,25 @@ pub async fn run_with_sink(
             _ = drain_tick.tick() => {
                 drain(ring.get_mut(), sink, &mut current, &mut undecodable);
                 drains += 1;
-                if drains.is_multiple_of(QUIET_EVERY) {
-                    quiet.read(&probes, sink, &mut current, &mut undecodable)?;
+                if drains.is_multiple_of(QUIET_EVERY)
+                    && let Err(e) = quiet.read(&probes, sink, &mut current, &mut undecodable)
+                {
+                    errors.note(e);
                 }
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => break,
             _ = async { match ticker.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending().await } } => {
-                quiet.read(&probes, sink, &mut current, &mut undecodable)?;
-                let stats = probes.stats().unwrap_or_default();
+                if let Err(e) = quiet.read(&probes, sink, &mut current, &mut undecodable) {
+                    errors.note(e);
+                }
+                match probes.stats() {
+                    Ok(s) => last_stats = s,
+                    Err(e) => errors.note(e),
+                }
                 let interval_agg = current.take_interval();
+                let stats = last_stats;
                 on_interval(&interval_agg, &stats);
                 total.merge(&interval_agg);
             }
@@ -330,10 +344,21 @@ pub async fn run_with_sink(
     }
     // Drain what is left.
     drain(ring.get_mut(), sink, &mut current, &mut undecodable);
-    quiet.read(&probes, sink, &mut current, &mut undecodable)?;
+    if let Err(e) = quiet.read(&probes, sink, &mut current, &mut undecodable) {
+        errors.note(e);
+    }
     total.merge(&current.take_interval());
-    let stats = probes.stats()?;
-    let state_entries_at_end = probes.state_entries().unwrap_or_default();
+    let stats = match probes.stats() {
+        Ok(s) => s,
+        Err(e) => {
+            errors.note(e.context("the loss counters below are from the last good read"));
+            last_stats
+        }
+    };
+    let state_entries_at_end = probes.state_entries().unwrap_or_else(|e| {
+        errors.note(e.context("state entries at the end"));
+        StateEntries::default()
+    });
     let holder_stacks = if args.holder_stack {
         symbolize_stacks(&probes, &total)?
     } else {
@@ -347,6 +372,7 @@ pub async fn run_with_sink(
         total,
         holder_stacks,
         stats,
+        read_errors: errors.0,
         undecodable,
         state_entries_at_end,
         meta,
@@ -373,6 +399,32 @@ fn symbolize_stacks(probes: &Probes, agg: &Aggregate) -> Result<Vec<HolderStack>
         .collect();
     out.sort_by(|a, b| b.count.cmp(&a.count).then(a.tgid.cmp(&b.tgid)));
     Ok(out)
+}
+
+/// Reads of the probes' maps that failed during a session: reported, never turned into
+/// zeros, and never a reason to lose what was recorded. Bounded.
+#[derive(Default)]
+struct ReadErrors(Vec<String>);
+
+impl ReadErrors {
+    const MAX: usize = 16;
+
+    fn note(&mut self, e: anyhow::Error) {
+        let text = format!("{e:#}");
+        log::warn!("{text}");
+        if self.0.len() < Self::MAX && !self.0.contains(&text) {
+            self.0.push(text);
+        }
+    }
+}
+
+impl Outcome {
+    /// Says on stderr which map reads failed (the report's figures miss what they held).
+    pub fn warn_read_errors(&self) {
+        for e in &self.read_errors {
+            eprintln!("ttmlat: READ FAILED, figures incomplete: {e}");
+        }
+    }
 }
 
 /// Drains between reads of the quiet-episode counts: once a second.
@@ -424,5 +476,28 @@ fn drain(
                 *undecodable += 1;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        trace: super::TraceArgs,
+    }
+
+    /// The kernel takes at most 4096 return-probe instances: more is refused, not clamped.
+    #[test]
+    fn maxactive_beyond_the_kernel_limit_is_an_error() {
+        assert!(Cli::try_parse_from(["t", "--maxactive", "4096"]).is_ok());
+        let err = Cli::try_parse_from(["t", "--maxactive", "5000"])
+            .err()
+            .expect("5000 refused")
+            .to_string();
+        assert!(err.contains("4096"), "{err}");
+        assert!(Cli::try_parse_from(["t", "--maxactive", "0"]).is_err());
     }
 }
