@@ -17,6 +17,7 @@ mod events;
 mod kernel_info;
 mod layout;
 mod loader;
+mod loss;
 mod perf_event;
 mod pipeline_bench;
 mod preflight;
