@@ -18,7 +18,7 @@ pub use crate::loss::ProbeStats;
 use crate::{
     callsites::SitePlan,
     discovery::{AttachPlan, ContentionSource},
-    retprobe::{self, ProbeKind, RetProbe},
+    retprobe::{self, ProbeKind, TraceProbe},
     session::VmlinuxHooks,
 };
 
@@ -44,7 +44,7 @@ pub struct LoadOptions {
 /// Attached probes. Dropping it detaches everything (tracefs events included).
 pub struct Probes {
     // Field order matters: return probes (tracefs) go before the object they use.
-    retprobes: Vec<RetProbe>,
+    trace_probes: Vec<TraceProbe>,
     ebpf: Ebpf,
     /// What is attached, for recordings: "kprobe:sym", "kretprobe:sym", "raw_tp:name".
     pub attached: Vec<String>,
@@ -72,7 +72,7 @@ impl Probes {
         let tracefs = retprobe::tracefs()?;
         retprobe::remove_stale(&tracefs);
         let mut probes = Self {
-            retprobes: Vec::new(),
+            trace_probes: Vec::new(),
             ebpf,
             attached: Vec::new(),
             fallback: None,
@@ -88,7 +88,7 @@ impl Probes {
         let mut use_sites = opts.sites.is_some();
         if let Some(sites) = &opts.sites {
             // Reserve's facts come from its call sites (the trylock return says it ran).
-            let (n_probes, n_attached) = (probes.retprobes.len(), probes.attached.len());
+            let (n_probes, n_attached) = (probes.trace_probes.len(), probes.attached.len());
             let attached = sites.sites().try_for_each(|site| {
                 probes
                     .kprobe_at(site.role.program(), &site.function, site.offset, &tracefs)
@@ -99,7 +99,7 @@ impl Probes {
                     return Err(e.context("--hook-sites call-sites"));
                 }
                 // Dropping the probes removes their tracefs events: nothing is seen twice.
-                probes.retprobes.truncate(n_probes);
+                probes.trace_probes.truncate(n_probes);
                 probes.attached.truncate(n_attached);
                 log::warn!("call-site hooks failed, hooking the vmlinux functions: {e:#}");
                 probes.fallback = Some(format!("{e:#}"));
@@ -286,8 +286,8 @@ impl Probes {
         tracefs: &std::path::Path,
     ) -> Result<()> {
         let fd = self.kprobe_prog(prog)?.fd()?.as_fd().try_clone_to_owned()?;
-        let rp = RetProbe::attach_kind(tracefs, symbol, ProbeKind::At { offset }, fd.as_fd())?;
-        self.retprobes.push(rp);
+        let rp = TraceProbe::attach_kind(tracefs, symbol, ProbeKind::At { offset }, fd.as_fd())?;
+        self.trace_probes.push(rp);
         self.attached.push(format!("kprobe:{symbol}+{offset:#x}"));
         Ok(())
     }
@@ -300,8 +300,8 @@ impl Probes {
         maxactive: u32,
     ) -> Result<()> {
         let fd = self.kprobe_prog(prog)?.fd()?.as_fd().try_clone_to_owned()?;
-        let rp = RetProbe::attach(tracefs, symbol, maxactive, fd.as_fd())?;
-        self.retprobes.push(rp);
+        let rp = TraceProbe::attach(tracefs, symbol, maxactive, fd.as_fd())?;
+        self.trace_probes.push(rp);
         self.attached.push(format!("kretprobe:{symbol}"));
         Ok(())
     }
@@ -352,16 +352,16 @@ impl Probes {
             waiter_map_full: sum(stat::WAITER_MAP_FULL)?,
             read_faults: sum(stat::READ_FAULTS)?,
             retprobe_misses: self
-                .retprobes
+                .trace_probes
                 .iter()
                 .filter(|p| p.is_return())
-                .filter_map(RetProbe::misses)
+                .filter_map(TraceProbe::misses)
                 .sum(),
             kprobe_misses: Some(
-                self.retprobes
+                self.trace_probes
                     .iter()
                     .filter(|p| !p.is_return())
-                    .filter_map(RetProbe::misses)
+                    .filter_map(TraceProbe::misses)
                     .sum(),
             ),
             recursion_misses: self.recursion_misses(),

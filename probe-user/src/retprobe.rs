@@ -1,4 +1,6 @@
-//! Return probes with a chosen `maxactive`, created through tracefs `kprobe_events`.
+//! ttmlat's kprobes created through tracefs `kprobe_events`: return probes with a chosen
+//! `maxactive`, and the call-site probes (`p:` at `symbol+offset`), so that every one's misses
+//! are in `kprobe_profile`.
 //!
 //! Why not aya's `KProbe::attach` for returns: the perf-PMU kretprobe it creates gets the
 //! kernel's default `maxactive` (max(10, 2·ncpus) on preemptible kernels). A return probe on a
@@ -37,8 +39,8 @@ pub fn tracefs() -> Result<PathBuf> {
     )
 }
 
-/// One return probe; removed from tracefs on drop.
-pub struct RetProbe {
+/// One tracefs kprobe (return or call site); removed from tracefs on drop.
+pub struct TraceProbe {
     tracefs: PathBuf,
     event: String,
     perf: Option<OwnedFd>,
@@ -54,7 +56,7 @@ pub enum ProbeKind {
     At { offset: u64 },
 }
 
-impl RetProbe {
+impl TraceProbe {
     /// Creates `r<maxactive>:ttmlat_<pid>/<alias> <symbol>` and attaches `prog_fd` to it.
     pub fn attach(
         tracefs: &Path,
@@ -135,7 +137,7 @@ impl RetProbe {
     }
 }
 
-impl Drop for RetProbe {
+impl Drop for TraceProbe {
     fn drop(&mut self) {
         // The event can only be removed once no perf event uses it.
         self.perf.take();
