@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use super::evidence::Evidence;
 use super::failure::LabFailure;
 use super::guest_init::{render_command, render_config};
-use super::kernel_trouble::tail;
+use super::kernel_trouble::{self, tail};
 use super::qemu::{self, QemuConfig};
 use super::spec::{LabSpec, TtmVariant};
 use super::verdict::judge;
@@ -132,6 +132,7 @@ pub fn run_in(dirs: &LabDirs, spec: &LabSpec) -> Result<LabRun> {
         })
     })?;
 
+    note_emulator_artifacts(&dir, &ev)?;
     Ok(LabRun {
         rc,
         stdout: ev.stdout,
@@ -148,6 +149,25 @@ pub fn run_in(dirs: &LabDirs, spec: &LabSpec) -> Result<LabRun> {
         elapsed,
         run_dir: dir,
     })
+}
+
+/// Prints the tolerated emulator warnings of a trusted run and keeps them in
+/// `<run>/emulator-artifacts`.
+fn note_emulator_artifacts(dir: &Path, ev: &Evidence) -> Result<()> {
+    let mut lines = kernel_trouble::emulator_artifacts(&ev.dmesg);
+    if lines.is_empty() {
+        lines = kernel_trouble::emulator_artifacts(&ev.console);
+    }
+    if lines.is_empty() {
+        return Ok(());
+    }
+    for line in &lines {
+        eprintln!("lab: tolerated emulator artifact: {line}");
+    }
+    for (at, why) in kernel_trouble::EMULATOR_ARTIFACTS {
+        eprintln!("lab:   ({at}) {why}");
+    }
+    write(&dir.join("emulator-artifacts"), &(lines.join("\n") + "\n"))
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {

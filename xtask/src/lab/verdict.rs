@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::evidence::Evidence;
 use super::failure::FailureKind;
-use super::kernel_trouble::{bad_taints, first_trouble, tail};
+use super::kernel_trouble::{bad_taints, emulator_artifacts, first_trouble, tail};
 use super::qemu::QemuEnd;
 
 /// The guest command's exit status if the run is trustworthy, otherwise why
@@ -50,7 +50,10 @@ pub fn judge(
             "no ctl/rc written (guest crashed or powered off early)".into(),
         ));
     };
-    let bad = bad_taints(&ev.tainted_end);
+    // Reached only when no other warning was logged (first_trouble above).
+    let only_artifacts =
+        !emulator_artifacts(&ev.dmesg).is_empty() || !emulator_artifacts(&ev.console).is_empty();
+    let bad = bad_taints(&ev.tainted_end, only_artifacts);
     if !bad.is_empty() {
         let detail = format!("kernel tainted {}: {}", ev.tainted_end, bad.join(", "));
         return Err((FailureKind::KernelTrouble, detail));
