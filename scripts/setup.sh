@@ -13,10 +13,13 @@
 #      bpftrace
 #   2. rust nightly + rust-src (for building the eBPF crate)
 #   3. bpf-linker, built against the nightly's own LLVM, in target/tools/bin
-#   4. `cargo xtask prepare-lab`: resolve, download and unpack the "6.1" and
-#      "6.12" Debian kernels (target/lab/kernels/<release>/), write
-#      target/lab/kernels.json, install linux-headers-<6.1 release>, build the
-#      blocking ttm.ko (lab/ttm-blocking/build.sh) and the lab initramfs images.
+#   4. `cargo xtask prepare-lab`: resolve, download and unpack the lab's Debian
+#      kernels (target/lab/kernels/<release>/): "6.1" and "6.12" from the host's
+#      lists, "6.12-rt" (trixie) and "newest" (sid) through private package
+#      lists in target/lab/apt/<suite>/ (the machine's apt sources are not
+#      touched); write target/lab/kernels.json, install linux-headers-<6.1
+#      release>, build the blocking ttm.ko (lab/ttm-blocking/build.sh) and the
+#      lab initramfs images.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -25,7 +28,7 @@ REFRESH=
 for arg in "$@"; do
     case $arg in
         --refresh) REFRESH=--refresh ;;
-        -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "setup: unknown argument $arg (try --help)" >&2; exit 2 ;;
     esac
 done

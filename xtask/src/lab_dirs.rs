@@ -38,6 +38,11 @@ impl LabDirs {
         self.root.join("debs")
     }
 
+    /// Private apt lists and cache for another Debian suite (never the machine's sources).
+    pub fn private_apt(&self, suite: &str) -> PathBuf {
+        self.root.join("apt").join(suite)
+    }
+
     /// Parent of the unpacked kernel trees.
     pub fn kernels(&self) -> PathBuf {
         self.root.join("kernels")

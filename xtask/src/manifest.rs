@@ -7,10 +7,40 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow};
 use serde::{Deserialize, Serialize};
 
+/// The emulated display device the lab gives a kernel, and the DRM driver that binds it
+/// (both TTM users). bochs left TTM in 6.13 (it moved to GEM shmem); qxl still uses TTM.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Display {
+    /// `-device bochs-display`, driver `bochs` (drm_vram_helper on TTM), up to 6.12.
+    #[default]
+    Bochs,
+    /// `-device qxl-vga,vram_size_mb=128,ram_size_mb=128`, driver `qxl` (TTM).
+    Qxl,
+}
+
+impl Display {
+    /// The QEMU `-device` argument.
+    pub fn qemu_device(self) -> &'static str {
+        match self {
+            Self::Bochs => "bochs-display",
+            Self::Qxl => "qxl-vga,vram_size_mb=128,ram_size_mb=128",
+        }
+    }
+
+    /// The DRM driver module the guest loads.
+    pub fn driver_module(self) -> &'static str {
+        match self {
+            Self::Bochs => "bochs",
+            Self::Qxl => "qxl",
+        }
+    }
+}
+
 /// One unpacked Debian kernel.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KernelInfo {
-    /// Short name commands take: "6.1" or "6.12".
+    /// Short name commands take: "6.1", "6.12", "6.12-rt" or "newest".
     pub alias: String,
     /// Debian package, e.g. `linux-image-6.1.0-56-amd64-unsigned`.
     pub package: String,
@@ -24,6 +54,31 @@ pub struct KernelInfo {
     pub root: PathBuf,
     /// The `.deb` it was unpacked from.
     pub deb: PathBuf,
+    /// More packages unpacked into the same tree, same version (Debian's 7.x kernels, seen on
+    /// sid's 7.2.13, come as `linux-binary-unsigned-<release>`, `linux-modules-<release>` and
+    /// `linux-base-<release>`).
+    #[serde(default)]
+    pub extra_packages: Vec<String>,
+    #[serde(default)]
+    pub extra_debs: Vec<PathBuf>,
+    /// The Debian suite it was resolved in (empty: the host's own package lists).
+    #[serde(default)]
+    pub suite: String,
+    /// The display device (and so the TTM driver) the lab gives it.
+    #[serde(default)]
+    pub display: Display,
+}
+
+impl KernelInfo {
+    /// Every package of the kernel with its version, for humans and recordings:
+    /// `linux-image-6.1.0-57-amd64-unsigned=6.1.192-3`, or two joined by " + ".
+    pub fn packages_label(&self) -> String {
+        std::iter::once(&self.package)
+            .chain(&self.extra_packages)
+            .map(|p| format!("{p}={}", self.version))
+            .collect::<Vec<_>>()
+            .join(" + ")
+    }
 }
 
 /// Contents of `kernels.json`.
@@ -103,6 +158,10 @@ mod tests {
                 vmlinuz: "/k/boot/vmlinuz-6.1.0-56-amd64".into(),
                 root: "/k".into(),
                 deb: "/d.deb".into(),
+                extra_packages: Vec::new(),
+                extra_debs: Vec::new(),
+                suite: String::new(),
+                display: Display::Bochs,
             }],
         }
     }

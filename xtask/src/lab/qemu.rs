@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use crate::manifest::Display;
+
 pub const QEMU: &str = "qemu-system-x86_64";
 
 /// Everything that varies between lab boots.
@@ -24,6 +26,8 @@ pub struct QemuConfig {
     /// `-icount shift=N,sleep=off`: guest time advances by 2^N ns per executed instruction,
     /// so a throughput measured in guest time counts instructions, not host speed.
     pub icount_shift: Option<u32>,
+    /// The display device (bochs or qxl: the guest's TTM driver binds it).
+    pub display: Display,
     /// Host directory shared read-write as 9p tag `ctl`.
     pub ctl_dir: PathBuf,
     /// Host directory shared read-write as 9p tag `out` (`$LAB_OUT`).
@@ -67,7 +71,7 @@ pub fn args(cfg: &QemuConfig) -> Vec<OsString> {
         "none",
         "-no-reboot",
         "-device",
-        "bochs-display",
+        cfg.display.qemu_device(),
         "-append",
         "console=ttyS0 panic=-1 quiet",
     ]
@@ -147,6 +151,7 @@ mod tests {
             smp: 2,
             mem_mib: 2048,
             icount_shift: None,
+            display: Display::Bochs,
             ctl_dir: "/r/ctl".into(),
             out_dir: "/r/out".into(),
             console_log: "/r/console.log".into(),
@@ -175,5 +180,18 @@ mod tests {
             .map(|s| s.to_string_lossy().into_owned())
             .collect();
         assert!(line.join(" ").contains("-icount shift=2,sleep=off"));
+        assert!(line.join(" ").contains("-device bochs-display "));
+        let qxl = QemuConfig {
+            display: Display::Qxl,
+            ..counted
+        };
+        let line: Vec<String> = args(&qxl)
+            .into_iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            line.join(" ")
+                .contains("-vga none -nic none -monitor none -no-reboot -device qxl-vga,")
+        );
     }
 }

@@ -104,14 +104,16 @@ pub fn run_in(dirs: &LabDirs, spec: &LabSpec) -> Result<LabRun> {
         smp: spec.smp,
         mem_mib: spec.mem_mib,
         icount_shift: spec.icount_shift,
+        display: kernel.display,
         ctl_dir: ctl.clone(),
         out_dir: out.clone(),
         console_log: dir.join("console.log"),
     };
     eprintln!(
-        "lab: booting {} ({}, ttm {}) in {}",
+        "lab: booting {} ({}, {}, ttm {}) in {}",
         kernel.alias,
-        kernel.release,
+        kernel.packages_label(),
+        kernel.display.driver_module(),
         spec.ttm,
         dir.display()
     );

@@ -13,6 +13,16 @@ pub fn default_image_dependency(depends_output: &str) -> Option<String> {
     })
 }
 
+/// Whether `apt-cache depends` output lists a (possibly alternative) `Depends: name`.
+pub fn has_dependency(depends_output: &str, name: &str) -> bool {
+    depends_output.lines().any(|line| {
+        line.trim()
+            .trim_start_matches('|')
+            .strip_prefix("Depends:")
+            .is_some_and(|dep| dep.trim() == name)
+    })
+}
+
 /// The highest-versioned package named `<prefix><N>.<suffix>`-style among
 /// `apt-cache search` lines (`name - description`), comparing the dotted
 /// numeric run that follows `prefix` numerically, e.g. with prefix
@@ -59,16 +69,112 @@ pub fn deb_file_name(package: &str, version: &str, arch: &str) -> String {
 }
 
 /// `uname -r` of a Debian kernel image package:
-/// `linux-image-<release>[-unsigned]`.
+/// `linux-image-<release>[-unsigned]` or (7.x) `linux-binary-unsigned-<release>`.
 pub fn release_of_image_package(package: &str) -> Option<&str> {
-    let rest = package.strip_prefix("linux-image-")?;
+    let rest = package
+        .strip_prefix("linux-binary-unsigned-")
+        .or_else(|| package.strip_prefix("linux-image-"))?;
     let rest = rest.strip_suffix("-unsigned").unwrap_or(rest);
     (!rest.is_empty()).then_some(rest)
+}
+
+/// The Debian mirror the host's apt uses (for the private lists of other suites).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mirror {
+    pub uri: String,
+    pub signed_by: Option<String>,
+}
+
+/// The first non-security `deb` source of the host: from deb822 text
+/// (`debian.sources`) first, else from one-line `sources.list` text.
+pub fn debian_mirror(deb822: &str, one_line: &str) -> Option<Mirror> {
+    let from_deb822 = deb822.split("\n\n").find_map(|stanza| {
+        let field = |name: &str| {
+            stanza
+                .lines()
+                .filter(|l| !l.trim_start().starts_with('#'))
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_owned())
+        };
+        let types = field("Types:")?;
+        let uri = field("URIs:")?.split_whitespace().next()?.to_owned();
+        let suites = field("Suites:")?;
+        let usable = types.split_whitespace().any(|t| t == "deb")
+            && !uri.contains("security")
+            && !suites.split_whitespace().any(|s| s.ends_with("-security"));
+        usable.then(|| Mirror {
+            uri,
+            signed_by: field("Signed-By:").filter(|k| k.starts_with('/')),
+        })
+    });
+    from_deb822.or_else(|| {
+        one_line.lines().find_map(|line| {
+            let mut words = line.split_whitespace().peekable();
+            (words.next()? == "deb").then_some(())?;
+            let mut signed_by = None;
+            if words.peek()?.starts_with('[') {
+                for w in words.by_ref() {
+                    let w = w.trim_start_matches('[');
+                    if let Some(k) = w.trim_end_matches(']').strip_prefix("signed-by=") {
+                        signed_by = Some(k.to_owned());
+                    }
+                    if w.ends_with(']') {
+                        break;
+                    }
+                }
+            }
+            let uri = words.next()?;
+            let suite = words.next()?;
+            (!uri.contains("security") && !suite.ends_with("-security")).then(|| Mirror {
+                uri: uri.to_owned(),
+                signed_by,
+            })
+        })
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_hosts_debian_mirror() {
+        let deb822 = "\
+Types: deb
+# http://snapshot.debian.org/archive/debian-security/20250520T000000Z
+URIs: http://deb.debian.org/debian-security
+Suites: bookworm-security
+Components: main
+
+Types: deb
+# http://snapshot.debian.org/archive/debian/20250520T000000Z
+URIs: http://deb.debian.org/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+";
+        assert_eq!(
+            debian_mirror(deb822, ""),
+            Some(Mirror {
+                uri: "http://deb.debian.org/debian".into(),
+                signed_by: Some("/usr/share/keyrings/debian-archive-keyring.gpg".into()),
+            })
+        );
+        let list = "deb http://security.debian.org/debian-security bookworm-security main\n\
+                    deb [arch=amd64 signed-by=/k.gpg] http://ftp.de.debian.org/debian bookworm main\n";
+        assert_eq!(
+            debian_mirror("", list),
+            Some(Mirror {
+                uri: "http://ftp.de.debian.org/debian".into(),
+                signed_by: Some("/k.gpg".into()),
+            })
+        );
+        assert_eq!(
+            debian_mirror("", "deb http://m/debian bookworm main\n").map(|m| m.signed_by),
+            Some(None)
+        );
+        assert_eq!(debian_mirror("", "# nothing\n"), None);
+    }
 
     #[test]
     fn finds_the_default_image_dependency() {
@@ -85,6 +191,16 @@ mod tests {
         );
         assert_eq!(default_image_dependency("linux-image-amd64\n"), None);
         assert_eq!(default_image_dependency(""), None);
+    }
+
+    #[test]
+    fn sees_the_split_image_layout() {
+        let out = "linux-image-7.2.13+deb14-amd64\n  PreDepends: linux-base\n |Depends: dracut\n  \
+                   Depends: linux-binary-7.2.13+deb14-amd64\n  Depends: linux-modules-7.2.13+deb14-amd64\n";
+        assert!(has_dependency(out, "linux-modules-7.2.13+deb14-amd64"));
+        assert!(has_dependency(out, "dracut"));
+        assert!(!has_dependency(out, "linux-modules-7.2.13"));
+        assert!(!has_dependency(out, "linux-base"));
     }
 
     #[test]
@@ -132,6 +248,10 @@ linux-image-6.12.113+deb12-cloud-amd64-unsigned - cloud
         assert_eq!(
             release_of_image_package("linux-image-6.12.117+deb12-amd64-unsigned"),
             Some("6.12.117+deb12-amd64")
+        );
+        assert_eq!(
+            release_of_image_package("linux-binary-unsigned-7.2.13+deb14-amd64"),
+            Some("7.2.13+deb14-amd64")
         );
         assert_eq!(
             release_of_image_package("linux-headers-6.1.0-56-amd64"),

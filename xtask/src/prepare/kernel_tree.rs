@@ -15,6 +15,14 @@ use crate::process;
 
 const STAMP: &str = ".ttmlat-unpacked";
 
+/// Where a kernel package keeps its image: `boot/vmlinuz-<release>`, or (7.x, merged /usr)
+/// `usr/lib/modules/<release>/vmlinuz.unsigned`.
+const VMLINUZ_PLACES: [&str; 3] = [
+    "boot/vmlinuz-{release}",
+    "usr/lib/modules/{release}/vmlinuz.unsigned",
+    "usr/lib/modules/{release}/vmlinuz",
+];
+
 /// Unpacks `fetched` into `kernels/<release>/` and runs depmod there, unless
 /// a complete unpack of the same package version is already present.
 pub fn ensure_unpacked(dirs: &LabDirs, fetched: &FetchedDeb) -> Result<KernelInfo> {
@@ -23,7 +31,7 @@ pub fn ensure_unpacked(dirs: &LabDirs, fetched: &FetchedDeb) -> Result<KernelInf
         .to_owned();
     let version = apt::deb_field(&fetched.deb, "Version")?;
     let root = dirs.kernel_root(&release);
-    let info = KernelInfo {
+    let mut info = KernelInfo {
         alias: fetched.alias.clone(),
         package: fetched.package.clone(),
         version: version.clone(),
@@ -31,10 +39,16 @@ pub fn ensure_unpacked(dirs: &LabDirs, fetched: &FetchedDeb) -> Result<KernelInf
         release: release.clone(),
         root: root.clone(),
         deb: fetched.deb.clone(),
+        extra_packages: fetched.extra.iter().map(|(p, _)| p.clone()).collect(),
+        extra_debs: fetched.extra.iter().map(|(_, d)| d.clone()).collect(),
+        suite: fetched.suite.clone(),
+        display: fetched.display,
     };
-    let stamp_text = format!("{} {}\n", fetched.package, version);
-    if fs::read_to_string(root.join(STAMP)).is_ok_and(|s| s == stamp_text) && info.vmlinuz.is_file()
+    let stamp_text = format!("{}\n", info.packages_label());
+    if fs::read_to_string(root.join(STAMP)).is_ok_and(|s| s == stamp_text)
+        && let Some(vmlinuz) = find_vmlinuz(&root, &release)
     {
+        info.vmlinuz = vmlinuz;
         return Ok(info);
     }
 
@@ -45,12 +59,10 @@ pub fn ensure_unpacked(dirs: &LabDirs, fetched: &FetchedDeb) -> Result<KernelInf
         fs::remove_dir_all(&tmp).with_context(|| format!("could not remove {}", tmp.display()))?;
     }
     fs::create_dir_all(&tmp).with_context(|| format!("could not create {}", tmp.display()))?;
-    process::run(
-        Command::new("dpkg-deb")
-            .arg("-x")
-            .arg(&fetched.deb)
-            .arg(&tmp),
-    )?;
+    for deb in std::iter::once(&fetched.deb).chain(&info.extra_debs) {
+        process::run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&tmp))?;
+    }
+    link_merged_usr(&tmp)?;
     check_layout(&tmp, &release)?;
     process::run(Command::new("depmod").arg("-b").arg(&tmp).arg(&release))?;
     fs::write(tmp.join(STAMP), &stamp_text)
@@ -61,17 +73,38 @@ pub fn ensure_unpacked(dirs: &LabDirs, fetched: &FetchedDeb) -> Result<KernelInf
     }
     fs::rename(&tmp, &root)
         .with_context(|| format!("could not move {} to {}", tmp.display(), root.display()))?;
+    info.vmlinuz = find_vmlinuz(&root, &release)
+        .ok_or_else(|| anyhow!("no kernel image in {}", root.display()))?;
     Ok(info)
+}
+
+/// The kernel image of an unpacked tree, if any.
+fn find_vmlinuz(tree: &Path, release: &str) -> Option<std::path::PathBuf> {
+    VMLINUZ_PLACES
+        .iter()
+        .map(|p| tree.join(p.replace("{release}", release)))
+        .find(|p| p.is_file())
+}
+
+/// Merged-/usr packages (trixie on) put modules in `usr/lib/modules`; `depmod -b`, `modprobe
+/// -d` and the guest's bind of `<tree>/lib/modules` look in `lib/modules`: link `lib` to
+/// `usr/lib` when the package has no `lib` of its own.
+fn link_merged_usr(tree: &Path) -> Result<()> {
+    let lib = tree.join("lib");
+    if lib.symlink_metadata().is_err() && tree.join("usr/lib/modules").is_dir() {
+        std::os::unix::fs::symlink("usr/lib", &lib)
+            .with_context(|| format!("could not link {} to usr/lib", lib.display()))?;
+    }
+    Ok(())
 }
 
 fn check_layout(tree: &Path, release: &str) -> Result<()> {
     let modules = tree.join("lib/modules").join(release);
-    let vmlinuz = tree.join("boot").join(format!("vmlinuz-{release}"));
-    if !modules.is_dir() || !vmlinuz.is_file() {
+    if !modules.is_dir() || find_vmlinuz(tree, release).is_none() {
         bail!(
-            "unpacked package lacks {} or {}",
+            "unpacked package lacks {} or a kernel image ({})",
             modules.display(),
-            vmlinuz.display()
+            VMLINUZ_PLACES.join(", ")
         );
     }
     Ok(())

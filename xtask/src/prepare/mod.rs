@@ -17,8 +17,8 @@ use crate::lab;
 use crate::lab_dirs::{LabDirs, repo_root};
 use crate::manifest::{KernelInfo, KernelManifest};
 use crate::process;
-use apt::Apt;
-use kernel_packages::{ALIASES, KernelSource};
+use apt::{Apt, AptSource};
+use kernel_packages::{KernelSource, LAB_KERNELS};
 
 /// Knobs for [`prepare_lab`].
 #[derive(Clone, Debug, Default)]
@@ -29,15 +29,40 @@ pub struct PrepareOptions {
 
 /// Does everything set-up needs after the bootstrap; returns the manifest.
 pub fn prepare_lab(dirs: &LabDirs, opts: &PrepareOptions) -> Result<KernelManifest> {
-    let mut apt = Apt::default();
+    let mut host = Apt::default();
+    // One private source per other suite, its lists under target/lab/apt/<suite>/.
+    let mut private: Vec<Apt> = Vec::new();
     if opts.refresh {
-        apt.update()?;
+        host.update()?;
     }
-    let previous = KernelManifest::load_or_empty(&dirs.manifest())?;
+    let previous = KernelManifest::load_or_empty(&dirs.manifest()).unwrap_or_else(|e| {
+        eprintln!("setup: WARNING: {e:#}; resolving every kernel afresh");
+        KernelManifest::default()
+    });
 
     let mut manifest = KernelManifest::default();
-    for alias in ALIASES {
-        let info = match kernel_packages::acquire(alias, &dirs.debs(), &mut apt, &previous)? {
+    for kernel in &LAB_KERNELS {
+        let apt = match kernel.suite {
+            None => &mut host,
+            Some(suite) => {
+                let at = match private.iter().position(|a| a.suite() == suite) {
+                    Some(at) => at,
+                    None => {
+                        let mut apt = Apt::new(AptSource::Private {
+                            suite: suite.to_owned(),
+                            dir: dirs.private_apt(suite),
+                        });
+                        if opts.refresh {
+                            apt.update()?;
+                        }
+                        private.push(apt);
+                        private.len() - 1
+                    }
+                };
+                &mut private[at]
+            }
+        };
+        let info = match kernel_packages::acquire(kernel, &dirs.debs(), apt, &previous)? {
             KernelSource::Current(fetched) => kernel_tree::ensure_unpacked(dirs, &fetched)?,
             KernelSource::Cached(info) => info,
         };
@@ -46,13 +71,21 @@ pub fn prepare_lab(dirs: &LabDirs, opts: &PrepareOptions) -> Result<KernelManife
     manifest.save(&dirs.manifest())?;
     for k in &manifest.kernels {
         eprintln!(
-            "setup: kernel {:<5} {} {} (release {})",
-            k.alias, k.package, k.version, k.release
+            "setup: kernel {:<7} {} (release {}, {}, {})",
+            k.alias,
+            k.packages_label(),
+            k.release,
+            if k.suite.is_empty() {
+                "host lists"
+            } else {
+                &k.suite
+            },
+            k.display.driver_module()
         );
     }
 
     let k61 = manifest.get("6.1")?;
-    apt.ensure_installed(&format!("linux-headers-{}", k61.release))?;
+    host.ensure_installed(&format!("linux-headers-{}", k61.release))?;
     build_blocking_ttm(dirs, k61)?;
 
     for k in &manifest.kernels {
