@@ -39,12 +39,13 @@ pub struct CompareArgs {
     /// Print the comparison as JSON instead of tables.
     #[arg(long)]
     pub json: bool,
-    /// Also draw a percentile plot of one metric into this SVG file.
+    /// Also draw percentile plots into this SVG file: one panel per time metric with values in
+    /// more than one input.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
-    /// Metric of the plot.
-    #[arg(long, default_value = "episode_latency", requires = "plot")]
-    pub metric: String,
+    /// Plot only this metric (any input with values), e.g. collateral_stall.
+    #[arg(long, requires = "plot")]
+    pub metric: Option<String>,
     /// Path class of the plot (e.g. retry, held); default: all classes merged.
     #[arg(long, requires = "plot")]
     pub class: Option<String>,
@@ -83,12 +84,16 @@ pub fn compare(args: &CompareArgs) -> Result<Output> {
     if !(args.alpha > 0.0 && args.alpha < 1.0) {
         bail!("--alpha must be between 0 and 1, not {}", args.alpha);
     }
-    let plot_metric = parse_metric(&args.metric)?;
+    let plot_metric = args.metric.as_deref().map(parse_metric).transpose()?;
     let inputs = input::read_all(&args.files)?;
     compare_inputs(&inputs, args, plot_metric)
 }
 
-pub fn compare_inputs(inputs: &[Input], args: &CompareArgs, plot_metric: Metric) -> Result<Output> {
+pub fn compare_inputs(
+    inputs: &[Input],
+    args: &CompareArgs,
+    plot_metric: Option<Metric>,
+) -> Result<Output> {
     let problems = check::problems(inputs);
     if !problems.is_empty() && !args.force {
         bail!(

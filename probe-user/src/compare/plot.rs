@@ -1,5 +1,5 @@
-//! Percentile plot (SVG): latency against percentile on a "nines" axis, one line per input, as
-//! HdrHistogram's plotter draws them. x = log10(1 / (1 − q)): 0 → 0%, 1 → 90%, 2 → 99%,
+//! Percentile plot (SVG): one panel per time metric, latency against percentile on a "nines"
+//! axis, one line per input, as HdrHistogram's plotter draws them. x = log10(1 / (1 − q)): 0 → 0%, 1 → 90%, 2 → 99%,
 //! 3 → 99.9% ...; y is logarithmic.
 
 use std::path::Path;
@@ -8,7 +8,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use hdrhistogram::Histogram;
 use plotters::prelude::*;
 
-use crate::{aggregate::Metric, report::ns};
+use crate::aggregate::Metric;
 
 use super::input::{ALL_CLASSES, Input};
 
@@ -48,98 +48,181 @@ pub fn curve(h: &Histogram<u64>) -> Vec<(f64, u64)> {
     points
 }
 
-/// Which histogram `--plot` draws.
+/// Which histograms `--plot` draws.
 pub struct PlotSpec<'a> {
-    pub metric: Metric,
+    /// None: every time metric with values in more than one input, a panel each.
+    pub metric: Option<Metric>,
     /// None: all classes merged.
     pub class: Option<&'a str>,
 }
 
-pub fn draw(path: &Path, inputs: &[Input], spec: &PlotSpec) -> Result<()> {
-    if !spec.metric.is_time() {
-        bail!(
-            "--plot draws latencies; {} is a count (choose a time metric with --metric)",
-            spec.metric.name()
-        );
-    }
-    let class = spec.class.unwrap_or(ALL_CLASSES);
-    let mut series = Vec::new();
+/// One input's line: its name and its (nines, value) points.
+type Series = (String, Vec<(f64, u64)>);
+
+/// One panel: a metric and its series.
+struct Panel {
+    metric: Metric,
+    series: Vec<Series>,
+}
+
+fn series(inputs: &[Input], metric: Metric, class: &str) -> Result<Vec<Series>> {
+    let mut out = Vec::new();
     for input in inputs {
-        let h = input.histogram(spec.metric, class)?;
-        if let Some(h) = h.filter(|h| !h.is_empty()) {
-            series.push((input.name.clone(), curve(&h)));
+        if let Some(h) = input.histogram(metric, class)?.filter(|h| !h.is_empty()) {
+            out.push((input.name.clone(), curve(&h)));
         }
     }
-    if series.is_empty() {
-        let mut classes: Vec<&str> = inputs
-            .iter()
-            .flat_map(|i| i.hists.keys())
-            .filter(|(m, _)| *m == spec.metric)
-            .map(|(_, c)| c.as_str())
-            .collect();
-        classes.sort_unstable();
-        classes.dedup();
+    Ok(out)
+}
+
+/// Classes of `metric` (any metric: None) present in any input, for error messages.
+fn classes_present(inputs: &[Input], metric: Option<Metric>) -> String {
+    let mut classes: Vec<&str> = inputs
+        .iter()
+        .flat_map(|i| i.hists.keys())
+        .filter(|(m, _)| metric.is_none_or(|want| *m == want))
+        .map(|(_, c)| c.as_str())
+        .collect();
+    classes.sort_unstable();
+    classes.dedup();
+    if classes.is_empty() {
+        "none".to_string()
+    } else {
+        classes.join(", ")
+    }
+}
+
+fn panels(inputs: &[Input], spec: &PlotSpec) -> Result<Vec<Panel>> {
+    let class = spec.class.unwrap_or(ALL_CLASSES);
+    if let Some(metric) = spec.metric {
+        if !metric.is_time() {
+            bail!(
+                "--plot draws latencies; {} is a count (choose a time metric with --metric)",
+                metric.name()
+            );
+        }
+        let series = series(inputs, metric, class)?;
+        if series.is_empty() {
+            bail!(
+                "no input has values of {}/{class} to plot (classes present: {})",
+                metric.name(),
+                classes_present(inputs, Some(metric))
+            );
+        }
+        return Ok(vec![Panel { metric, series }]);
+    }
+    let mut panels = Vec::new();
+    for metric in Metric::ALL.into_iter().filter(|m| m.is_time()) {
+        let series = series(inputs, metric, class)?;
+        if series.len() > 1 {
+            panels.push(Panel { metric, series });
+        }
+    }
+    if panels.is_empty() {
         bail!(
-            "no input has values of {}/{class} to plot (classes present: {})",
-            spec.metric.name(),
-            if classes.is_empty() {
-                "none".to_string()
-            } else {
-                classes.join(", ")
-            }
+            "no time metric has values of class {class} in more than one input (classes \
+             present: {}); name one with --metric to plot it alone",
+            classes_present(inputs, None)
         );
     }
-    let x_max = series
+    Ok(panels)
+}
+
+/// The unit of a latency axis, chosen once from its largest value so that every label of the
+/// axis is in it (never `1000.0µs` beside `10.00ms`): (nanoseconds per unit, suffix).
+pub fn axis_unit(max_ns: f64) -> (f64, &'static str) {
+    match max_ns {
+        m if m < 1e4 => (1.0, "ns"),
+        m if m < 1e7 => (1e3, "µs"),
+        m if m < 1e10 => (1e6, "ms"),
+        _ => (1e9, "s"),
+    }
+}
+
+/// An axis label in the axis's unit, three significant digits at most, no trailing zeros.
+pub fn axis_label(v_ns: f64, (scale, suffix): (f64, &str)) -> String {
+    let x = v_ns / scale;
+    let decimals = if x >= 100.0 {
+        0
+    } else if x >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let mut s = format!("{x:.decimals$}");
+    if s.contains('.') {
+        s = s.trim_end_matches('0').trim_end_matches('.').to_string();
+    }
+    format!("{s}{suffix}")
+}
+
+/// Panel width and height, in pixels.
+const PANEL: (u32, u32) = (720, 440);
+
+pub fn draw(path: &Path, inputs: &[Input], spec: &PlotSpec) -> Result<()> {
+    let panels = panels(inputs, spec)?;
+    let cols = panels.len().min(2);
+    let rows = panels.len().div_ceil(2);
+    let size = (PANEL.0 * cols as u32, PANEL.1 * rows as u32 + 40);
+    let root = SVGBackend::new(path, size).into_drawing_area();
+    let plot_err = |e: &dyn std::fmt::Display| anyhow!("drawing {}: {e}", path.display());
+    root.fill(&WHITE).map_err(|e| plot_err(&e))?;
+    let class = match spec.class {
+        Some(c) => format!("path {c}"),
+        None => "all paths".to_string(),
+    };
+    let root = root
+        .titled(
+            &format!("ttmlat compare: percentiles ({class})"),
+            ("sans-serif", 22),
+        )
+        .map_err(|e| plot_err(&e))?;
+    let areas = root.split_evenly((rows, cols));
+    for (panel, area) in panels.iter().zip(areas.iter()) {
+        draw_panel(area, panel).map_err(|e| plot_err(&e))?;
+    }
+    root.present()
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn draw_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    panel: &Panel,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let points = || panel.series.iter().flat_map(|(_, pts)| pts.iter());
+    let x_max = panel
+        .series
         .iter()
         .filter_map(|(_, pts)| pts.last().map(|p| p.0))
         .fold(1.0f64, f64::max)
         .ceil();
-    let y_min = series
-        .iter()
-        .flat_map(|(_, pts)| pts.iter().map(|p| p.1))
-        .min()
-        .unwrap_or(1)
-        .max(1) as f64;
-    let y_max = series
-        .iter()
-        .flat_map(|(_, pts)| pts.iter().map(|p| p.1))
-        .max()
-        .unwrap_or(1)
-        .max(2) as f64;
-    let title = match spec.class {
-        Some(c) => format!("{} ({c})", spec.metric.name()),
-        None => format!("{} (all paths)", spec.metric.name()),
-    };
-
-    let root = SVGBackend::new(path, (1024, 640)).into_drawing_area();
-    let plot_err = |e: &dyn std::fmt::Display| anyhow!("drawing {}: {e}", path.display());
-    root.fill(&WHITE).map_err(|e| plot_err(&e))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(16)
-        .x_label_area_size(44)
-        .y_label_area_size(80)
-        .build_cartesian_2d(0f64..x_max, (y_min / 1.2..y_max * 1.2).log_scale())
-        .map_err(|e| plot_err(&e))?;
+    let y_min = points().map(|p| p.1).min().unwrap_or(1).max(1) as f64;
+    let y_max = points().map(|p| p.1).max().unwrap_or(1).max(2) as f64;
+    let unit = axis_unit(y_max * 1.2);
+    let mut chart = ChartBuilder::on(area)
+        .caption(panel.metric.name(), ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..x_max, (y_min / 1.2..y_max * 1.2).log_scale())?;
     chart
         .configure_mesh()
         .x_desc("percentile")
-        .y_desc("latency")
+        .y_desc(format!("{} ({})", panel.metric.name(), unit.1))
         .x_labels(x_max as usize + 1)
-        .label_style(("sans-serif", 14))
-        .axis_desc_style(("sans-serif", 15))
+        .label_style(("sans-serif", 13))
+        .axis_desc_style(("sans-serif", 14))
         .x_label_formatter(&|x| nines_label(*x))
-        .y_label_formatter(&|y| ns(y.round() as u64))
-        .draw()
-        .map_err(|e| plot_err(&e))?;
-    for (k, (name, pts)) in series.iter().enumerate() {
+        .y_label_formatter(&|y| axis_label(*y, unit))
+        .draw()?;
+    for (k, (name, pts)) in panel.series.iter().enumerate() {
         let color = Palette99::pick(k).to_rgba();
         chart
             .draw_series(LineSeries::new(
                 pts.iter().map(|&(x, v)| (x, v.max(1) as f64)),
                 color.stroke_width(2),
-            ))
-            .map_err(|e| plot_err(&e))?
+            ))?
             .label(name.as_str())
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(2))
@@ -151,16 +234,25 @@ pub fn draw(path: &Path, inputs: &[Input], spec: &PlotSpec) -> Result<()> {
         .border_style(BLACK)
         .background_style(WHITE.mix(0.85))
         .draw()
-        .map_err(|e| plot_err(&e))?;
-    root.present()
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::aggregate::new_histogram;
+
+    #[test]
+    fn an_axis_keeps_one_unit() {
+        let unit = axis_unit(12e6);
+        assert_eq!(unit, (1e6, "ms"));
+        assert_eq!(axis_label(1e6, unit), "1ms");
+        assert_eq!(axis_label(10e6, unit), "10ms");
+        assert_eq!(axis_label(250e3, unit), "0.25ms");
+        assert_eq!(axis_label(123_456_789.0, unit), "123ms");
+        assert_eq!(axis_unit(5e3), (1.0, "ns"));
+        assert_eq!(axis_label(900.0, axis_unit(5e3)), "900ns");
+        assert_eq!(axis_unit(2e10).1, "s");
+    }
 
     #[test]
     fn nines_axis_labels() {

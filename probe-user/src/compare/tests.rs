@@ -88,14 +88,15 @@ fn args() -> CompareArgs {
         alpha: 0.05,
         json: false,
         plot: None,
-        metric: "episode_latency".into(),
+        metric: None,
         class: None,
         force: false,
     }
 }
 
 fn run(inputs: &[Input], args: &CompareArgs) -> anyhow::Result<Output> {
-    compare_inputs(inputs, args, Metric::EpisodeLatency)
+    let metric = args.metric.as_deref().and_then(Metric::from_name);
+    compare_inputs(inputs, args, metric)
 }
 
 /// Baseline: uncontended ≈ 10 µs, retry ≈ 200 µs. After: uncontended 20% faster, retry the
@@ -492,6 +493,13 @@ fn plot_writes_an_svg() {
     );
     assert!(text.contains("before") && text.contains("after"));
     assert!(text.contains("99.9%"), "nines axis labels");
+    // A panel per time metric with values in both inputs, each titled with its metric, each
+    // axis in one unit.
+    for m in ["episode_latency", "wait_dropped"] {
+        assert!(text.contains(&format!(">\n{m}\n<")), "no {m} panel: {text}");
+    }
+    // wait_held has values in one input only; retries is a count.
+    assert!(!text.contains(">\nwait_held\n<") && !text.contains(">\nretries\n<"));
     // One class.
     a.class = Some("retry".into());
     run(&before_after(), &a).expect("class plot");
@@ -502,15 +510,23 @@ fn plot_writes_an_svg() {
         run(&before_after(), &a).err().expect("no such class")
     );
     assert!(
+        err.contains("class nope") && err.contains("uncontended"),
+        "{err}"
+    );
+    a.metric = Some("episode_latency".into());
+    let err = format!(
+        "{:#}",
+        run(&before_after(), &a).err().expect("no such class")
+    );
+    assert!(
         err.contains("episode_latency/nope") && err.contains("uncontended"),
         "{err}"
     );
     a.class = None;
+    a.metric = Some("retries".into());
     let err = format!(
         "{:#}",
-        compare_inputs(&before_after(), &a, Metric::Retries)
-            .err()
-            .expect("count metric")
+        run(&before_after(), &a).err().expect("count metric")
     );
     assert!(err.contains("retries is a count"), "{err}");
 }
@@ -522,7 +538,7 @@ fn rejects_bad_arguments() {
     a.alpha = 1.5;
     assert!(format!("{:#}", compare(&a).err().expect("alpha")).contains("--alpha"));
     a.alpha = 0.05;
-    a.metric = "latency".into();
+    a.metric = Some("latency".into());
     let err = format!("{:#}", compare(&a).err().expect("metric"));
     assert!(
         err.contains("unknown metric") && err.contains("episode_latency"),
