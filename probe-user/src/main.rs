@@ -18,6 +18,7 @@ mod kernel_info;
 mod layout;
 mod loader;
 mod loss;
+mod memlock;
 mod perf_event;
 mod pipeline_bench;
 mod preflight;
@@ -157,6 +158,15 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    // Every command that loads BPF runs as root, which may lift the limit; the others need no
+    // locked memory, so a refusal only matters for the former (and is logged, not fatal).
+    if let Err(e) = memlock::lift() {
+        if nix::unistd::geteuid().is_root() {
+            log::warn!("{e}");
+        } else {
+            log::debug!("{e}");
+        }
+    }
     match cli.command {
         Command::Live {
             trace,
