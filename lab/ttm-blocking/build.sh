@@ -1,9 +1,10 @@
 #!/bin/bash
-# Build the "blocking reserve" variant of Debian's 6.1 ttm.ko (see
-# ttm-blocking-6.1.patch and README.md next to this script).
+# Build the "blocking reserve" variant of Debian's 6.1 or 6.12 ttm.ko (see
+# ttm-blocking-<major.minor>.patch and README.md next to this script).
 #
 # usage: build.sh KERNEL_ABI OUTPUT_KO
 #   e.g. build.sh 6.1.0-56-amd64 /work/main/target/lab/ttm-blocking/6.1.0-56-amd64/ttm.ko
+#        build.sh 6.12.117+deb12-amd64 .../ttm-blocking/6.12.117+deb12-amd64/ttm.ko
 #
 # Idempotent: exits at once if OUTPUT_KO is newer than the patch and this
 # script. Needs root (apt-get) on Debian bookworm.
@@ -13,8 +14,9 @@ usage() { echo "usage: $0 KERNEL_ABI OUTPUT_KO" >&2; exit 2; }
 [[ $# -eq 2 ]] || usage
 ABI=$1
 OUT=$2
-[[ $ABI =~ ^([0-9]+\.[0-9]+)\.[0-9]+-[0-9]+-[a-z0-9]+$ ]] || { echo "bad KERNEL_ABI: $ABI" >&2; exit 2; }
-MAJMIN=${BASH_REMATCH[1]}                      # 6.1
+# 6.1.0-56-amd64 (bookworm's numbering) or 6.12.117+deb12-amd64 (later kernels').
+[[ $ABI =~ ^([0-9]+\.[0-9]+)\.[0-9]+(-[0-9]+|\+deb[0-9]+)-[a-z0-9]+$ ]] || { echo "bad KERNEL_ABI: $ABI" >&2; exit 2; }
+MAJMIN=${BASH_REMATCH[1]}                      # 6.1, 6.12
 [[ $OUT == /* ]] || OUT=$PWD/$OUT
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -25,6 +27,8 @@ LAB=$REPO/target/lab
 DEBS=$LAB/debs
 WROOT=$LAB/ttm-blocking
 STOCK_KO=$LAB/kernels/$ABI/lib/modules/$ABI/kernel/drivers/gpu/drm/ttm/ttm.ko
+# 6.1 ships it uncompressed, 6.12 as ttm.ko.xz (modinfo reads either).
+[[ -f $STOCK_KO || ! -f $STOCK_KO.xz ]] || STOCK_KO=$STOCK_KO.xz
 
 fresh() { [[ -f $OUT && $OUT -nt $PATCH && $OUT -nt $SELF ]]; }
 

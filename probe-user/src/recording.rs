@@ -28,7 +28,8 @@ pub struct Meta {
     pub command_line: Vec<String>,
     pub kernel_release: String,
     pub kernel_version: String,
-    /// Debian package the kernel came from, when known (lab runs set LAB_KERNEL_PACKAGE).
+    /// Debian package(s) the kernel came from with their version, when known (lab runs set
+    /// LAB_KERNEL_PACKAGE: `linux-image-6.1.0-57-amd64-unsigned=6.1.192-3`).
     pub kernel_package: Option<String>,
     pub ttm_srcversion: Option<String>,
     /// /sys/module/ttm/taint at start ("OE": unsigned out-of-tree module).

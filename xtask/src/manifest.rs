@@ -28,11 +28,19 @@ impl Display {
         }
     }
 
-    /// The DRM driver module the guest loads.
-    pub fn driver_module(self) -> &'static str {
+    /// The DRM driver's name (`/sys/class/drm/card0/device/driver`).
+    pub fn drm_name(self) -> &'static str {
         match self {
-            Self::Bochs => "bochs",
+            Self::Bochs => "bochs-drm",
             Self::Qxl => "qxl",
+        }
+    }
+
+    /// The DRM driver's module names, newest first (bochs was `bochs-drm` until 5.14).
+    pub fn driver_modules(self) -> &'static [&'static str] {
+        match self {
+            Self::Bochs => &["bochs", "bochs-drm"],
+            Self::Qxl => &["qxl"],
         }
     }
 }
@@ -67,9 +75,22 @@ pub struct KernelInfo {
     /// The display device (and so the TTM driver) the lab gives it.
     #[serde(default)]
     pub display: Display,
+    /// The driver's module name in this kernel (one of `display.driver_modules()`, found by
+    /// set-up; empty in older manifests: the newest name).
+    #[serde(default)]
+    pub driver: String,
 }
 
 impl KernelInfo {
+    /// The DRM driver module the guest loads.
+    pub fn driver_module(&self) -> &str {
+        if self.driver.is_empty() {
+            self.display.driver_modules()[0]
+        } else {
+            &self.driver
+        }
+    }
+
     /// Every package of the kernel with its version, for humans and recordings:
     /// `linux-image-6.1.0-57-amd64-unsigned=6.1.192-3`, or two joined by " + ".
     pub fn packages_label(&self) -> String {
@@ -162,6 +183,7 @@ mod tests {
                 extra_debs: Vec::new(),
                 suite: String::new(),
                 display: Display::Bochs,
+                driver: String::new(),
             }],
         }
     }

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 /// Guest shell that creates the observer's kprobe events in group `ttmobs`, filtered to tasks
 /// whose comm matches `comm_glob`, and enables them with `page_fault_user` (the exception's
-/// entry, before mmap_lock is taken) and the lock contention events. Return probes get maxactive 256 so no sleeping thread is
+/// entry, before mmap_lock is taken) and the lock contention events (before 5.19: a kprobe on
+/// `rwsem_down_read_slowpath`). Return probes get maxactive 256 so no sleeping thread is
 /// missed. The trace clock is CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns`.
 pub fn setup_script(comm_glob: &str) -> String {
     format!(
@@ -22,8 +23,16 @@ r256:ttmobs/reserve_ret ttm_bo_vm_reserve ret=$retval:x64
 p:ttmobs/upread up_read sem=%di:x64
 p:ttmobs/lockint ww_mutex_lock_interruptible lock=%di:x64
 EOF
+# Before 5.19 there are no lock contention tracepoints: a read wait for mmap_lock is the entry
+# of rwsem_down_read_slowpath.
+if [ -e $TR/events/lock/contention_begin ]; then
+  OBS_EVENTS="exceptions/page_fault_user lock/contention_begin lock/contention_end"
+else
+  echo 'p:ttmobs/rwsem_read rwsem_down_read_slowpath sem=%di:x64' >> $TR/kprobe_events
+  OBS_EVENTS="exceptions/page_fault_user"
+fi
 echo 'comm ~ "{comm_glob}"' > $TR/events/ttmobs/filter
-for e in exceptions/page_fault_user lock/contention_begin lock/contention_end; do
+for e in $OBS_EVENTS; do
   echo 'comm ~ "{comm_glob}"' > $TR/events/$e/filter
   echo 1 > $TR/events/$e/enable
 done
@@ -36,7 +45,7 @@ echo 1 > $TR/events/ttmobs/enable
 pub fn collect_script(out_dir: &str) -> String {
     format!(
         r#"echo 0 > $TR/events/ttmobs/enable
-for e in exceptions/page_fault_user lock/contention_begin lock/contention_end; do
+for e in $OBS_EVENTS; do
   echo 0 > $TR/events/$e/enable
 done
 cat $TR/trace > {out_dir}/trace.txt
@@ -212,8 +221,8 @@ pub fn observe(events: &[TraceEvent]) -> Observed {
                 t.exception_ts = Some(e.ts_ns);
                 t.wait_ts = None;
             }
-            "contention_begin"
-                if e.read_wait
+            "contention_begin" | "rwsem_read"
+                if (e.read_wait || e.name == "rwsem_read")
                     && first_fault_seen
                     && t.episode.is_none()
                     && t.exception_ts.is_some()

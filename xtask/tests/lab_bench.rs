@@ -91,6 +91,8 @@ fn check_recording(name: &str, rec: &Value, reps: u64, rounds: u64, threads: u64
     Ok(())
 }
 
+/// On 6.12 only: `bench` is ttmlat's userspace (repetitions, labels, attribution to the stress
+/// processes); the kernel facts under it are tested on every kernel by lab_ttmlat.
 #[test]
 #[ignore = "boots QEMU; needs root, ./scripts/setup.sh and a release build"]
 fn bench_records_repetitions_into_one_recording_6_12() -> Result<()> {

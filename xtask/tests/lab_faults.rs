@@ -13,7 +13,11 @@ use xtask::{
 };
 
 /// The stack the lab loads, in unload order.
-const UNLOAD_TTM: &str = "rmmod bochs drm_vram_helper drm_ttm_helper ttm";
+/// Guest shell: unload the lab's DRM driver, the modules it pulled in, then drm_ttm_helper and
+/// ttm (on 6.12-rt, `modprobe -r bochs` leaves those two loaded).
+const UNLOAD_TTM: &str = r#"modprobe -d "$LAB_KROOT" -r "$LAB_DRIVER"
+modprobe -d "$LAB_KROOT" -r drm_ttm_helper ttm 2>/dev/null || true
+[ ! -e /sys/module/ttm ] || { echo "ttm still loaded"; lsmod; exit 7; }"#;
 
 fn state_entries(rec: &Value) -> (u64, u64) {
     let s = &rec["state_entries_at_end"];
@@ -75,7 +79,8 @@ sleep 1
 }
 
 /// A ring buffer too small for the burst: drops are counted, shown in the text summary and
-/// kept in the recording, and the recording is still complete and valid.
+/// kept in the recording, and the recording is still complete and valid. On 6.12 only: the
+/// ring buffer's accounting is the BPF runtime's and ttmlat's, the same on every kernel here.
 #[test]
 #[ignore = "boots QEMU; needs root, ./scripts/setup.sh and a release build"]
 fn ring_buffer_overflow_is_counted_and_shown() -> Result<()> {
@@ -111,7 +116,8 @@ for p in $PIDS; do wait $p; done
     Ok(())
 }
 
-/// SIGTERM (and SIGINT, in every other test) during `record`: a complete, valid file.
+/// SIGTERM (and SIGINT, in every other test) during `record`: a complete, valid file. On 6.12
+/// only: signal handling is ttmlat's userspace.
 #[test]
 #[ignore = "boots QEMU; needs root, ./scripts/setup.sh and a release build"]
 fn sigterm_during_record_writes_a_complete_file() -> Result<()> {
@@ -136,16 +142,15 @@ fn sigterm_during_record_writes_a_complete_file() -> Result<()> {
 }
 
 /// TTM not loaded when ttmlat starts: a clear error and no file (documented behaviour: ttmlat
-/// does not wait). Then TTM loaded: it works. Then bochs+ttm unloaded while ttmlat is
-/// attached: ttmlat keeps running and writes a complete recording of what it saw.
-#[test]
-#[ignore = "boots QEMU; needs root, ./scripts/setup.sh and a release build"]
-fn ttm_loaded_late_and_unloaded_while_attached() -> Result<()> {
+/// does not wait). Then TTM loaded: it works. Then the driver and ttm unloaded while ttmlat is
+/// attached: ttmlat keeps running and writes a complete recording of what it saw. On the
+/// current kernels with bochs: module lifetimes and kprobes on module code are kernel behaviour.
+fn ttm_loaded_late_and_unloaded_while_attached(kernel: &str) -> Result<()> {
     let body = format!(
         r#"{unload}
 if $TTMLAT record -d 2s -o $LAB_OUT/early.json > $LAB_OUT/early.txt 2>&1; then echo "record ran without TTM"; exit 5; fi
 [ ! -e $LAB_OUT/early.json ] || {{ echo "a file was written without TTM"; exit 6; }}
-modprobe -d "$LAB_KROOT" bochs
+modprobe -d "$LAB_KROOT" "$LAB_DRIVER"
 for i in $(seq 1 100); do [ -e /dev/dri/card0 ] && break; sleep 0.1; done
 {rec}$TTMLAT workload touch --size 3M --json > $LAB_OUT/touch.json
 {unload}
@@ -156,7 +161,7 @@ sleep 1
         rec = record_start("rec", ""),
         stop = record_stop("rec", "INT"),
     );
-    let run = run_script("6.12", TtmVariant::Stock, &body)?;
+    let run = run_script(kernel, TtmVariant::Stock, &body)?;
     let early = std::fs::read_to_string(run.out_dir.join("early.txt"))?;
     ensure!(
         early.contains("TTM"),
@@ -174,6 +179,21 @@ sleep 1
         .context("the recording lost the faults made before the unload")?;
     ensure!(num(&p["episodes"]) > 0);
     Ok(())
+}
+
+// Not on `newest`: qxl on 7.2.13 cannot be reloaded after `rmmod` (its interrupt fires into
+// the unloaded module's text: "Oops: invalid opcode" in the lab, before ttmlat starts), a qxl
+// bug this test would only report again.
+#[test]
+#[ignore = "boots QEMU; needs root, ./scripts/setup.sh and a release build"]
+fn ttm_loaded_late_and_unloaded_while_attached_6_12() -> Result<()> {
+    ttm_loaded_late_and_unloaded_while_attached("6.12")
+}
+
+#[test]
+#[ignore = "boots QEMU; needs root, ./scripts/setup.sh and a release build"]
+fn ttm_loaded_late_and_unloaded_while_attached_6_12_rt() -> Result<()> {
+    ttm_loaded_late_and_unloaded_while_attached("6.12-rt")
 }
 
 /// Scrape waves of [`serve_survives_100_concurrent_scrapes`].
@@ -306,7 +326,9 @@ fn proc_figures(text: &str) -> Vec<(String, [u64; 3])> {
 /// `ttmlat serve` while `ttmlat stress` faults and [`WAVES`] waves of [`SCRAPES`] concurrent
 /// curl scrapes hit /metrics: every scrape answers 200 with a complete exposition, the
 /// served counters equal both serve's own recording and an independent `ttmlat record`
-/// (no event lost to the scrapes), and the server's fds, threads and RSS stay bounded.
+/// (no event lost to the scrapes), and the server's fds, threads and RSS stay bounded. On 6.12
+/// only: the HTTP server is userspace, and this test is the lab's longest (the Prometheus
+/// agreement test runs on every current kernel).
 #[test]
 #[ignore = "boots QEMU; needs root, ./scripts/setup.sh, a release build, curl and promtool"]
 fn serve_survives_100_concurrent_scrapes() -> Result<()> {

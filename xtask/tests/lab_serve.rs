@@ -199,12 +199,15 @@ fn native_buckets(v: &Value) -> Result<Vec<(f64, f64, f64)>> {
         .collect()
 }
 
-/// Stock 6.12: contended faults drop mmap_lock and retry.
-#[test]
-#[ignore = "boots the QEMU lab; needs target/release/ttmlat and Debian's prometheus"]
-fn prometheus_agrees_with_the_recording_6_12() -> Result<()> {
-    agrees("6.12", TtmVariant::Stock)
+fn agrees_stock(kernel: &str) -> Result<()> {
+    agrees(kernel, TtmVariant::Stock)
 }
+
+xtask::on_current_kernels!(
+    /// Stock TTM on every current kernel: contended faults drop mmap_lock and retry (and on
+    /// PREEMPT_RT many TRIED attempts block holding it).
+    prometheus_agrees_with_the_recording => agrees_stock
+);
 
 /// The blocking ttm.ko on 6.1: held waits and collateral stalls on every contended fault.
 #[test]

@@ -27,8 +27,9 @@ fn expect_failure(result: Result<lab::LabRun>) -> Result<LabFailure> {
 
 #[test]
 #[ignore = "boots QEMU; needs root and ./scripts/setup.sh"]
-fn runs_commands_on_both_kernels() -> Result<()> {
-    for alias in ["6.1", "6.12"] {
+fn runs_commands_on_every_kernel() -> Result<()> {
+    for kernel in xtask::prepare::kernel_packages::LAB_KERNELS {
+        let alias = kernel.alias;
         let spec = LabSpec::new(
             alias,
             "ls /dev/dri; echo \"$LAB_KERNEL $LAB_TTM\" > \"$LAB_OUT/who\"; echo oops-not-really >&2; exit 7",

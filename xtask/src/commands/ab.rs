@@ -1,6 +1,7 @@
-//! `cargo xtask ab`: the same `ttmlat bench` on stock 6.1, the blocking-variant 6.1 and stock
-//! 6.12, repetitions interleaved across the three (one lab boot per configuration and round),
-//! merged per configuration and compared: target/ab/compare.{txt,json,svg}.
+//! `cargo xtask ab`: the same `ttmlat bench` on stock and blocking-variant TTM on 6.1 and 6.12,
+//! and stock TTM on 6.12 PREEMPT_RT and the newest kernel (no blocking build there: see
+//! `LAB_KERNELS`), repetitions interleaved across them (one lab boot per configuration and
+//! round), merged per configuration and compared: target/ab/compare.{txt,json,svg}.
 
 use std::{
     fs,
@@ -50,10 +51,13 @@ pub struct AbArgs {
 }
 
 /// A configuration: name (the recording's label), kernel alias, TTM module.
-const CONFIGS: [(&str, &str, TtmVariant); 3] = [
+const CONFIGS: [(&str, &str, TtmVariant); 6] = [
     ("stock-6.1", "6.1", TtmVariant::Stock),
     ("blocking-6.1", "6.1", TtmVariant::Blocking),
     ("stock-6.12", "6.12", TtmVariant::Stock),
+    ("blocking-6.12", "6.12", TtmVariant::Blocking),
+    ("stock-6.12-rt", "6.12-rt", TtmVariant::Stock),
+    ("stock-newest", "newest", TtmVariant::Stock),
 ];
 
 pub fn ab(args: &AbArgs) -> ExitCode {

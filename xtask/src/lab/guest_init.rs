@@ -132,7 +132,7 @@ pub fn render_config(kernel: &KernelInfo, ttm: TtmVariant, ttm_ko: Option<&Path>
     format!(
         "KROOT={}\nDRIVER={}\nLAB_TTM={}\nTTM_KO={}\nGUEST_PATH={}\nKEEP_TMP={}\n",
         quote(&kernel.root.to_string_lossy()),
-        quote(kernel.display.driver_module()),
+        quote(kernel.driver_module()),
         quote(ttm.as_str()),
         quote(&ko),
         quote(GUEST_PATH),
@@ -158,9 +158,9 @@ pub fn render_command(spec: &LabSpec, kernel: &KernelInfo) -> String {
         ("LAB_OUT", GUEST_OUT),
         ("LAB_KERNEL", kernel.alias.as_str()),
         ("LAB_RELEASE", kernel.release.as_str()),
-        ("LAB_KERNEL_PACKAGE", kernel.package.as_str()),
-        ("LAB_KERNEL_PACKAGES", &packages),
-        ("LAB_DRIVER", kernel.display.driver_module()),
+        // Every package with its version ("pkg=ver", " + " between): what recordings store.
+        ("LAB_KERNEL_PACKAGE", &packages),
+        ("LAB_DRIVER", kernel.driver_module()),
         ("LAB_KERNEL_VERSION", kernel.version.as_str()),
         // The unpacked kernel tree, for `modprobe -d "$LAB_KROOT" ...` in the guest.
         ("LAB_KROOT", &kroot),
@@ -209,6 +209,7 @@ mod tests {
             extra_debs: Vec::new(),
             suite: String::new(),
             display: crate::manifest::Display::Bochs,
+            driver: String::new(),
         }
     }
 

@@ -113,7 +113,7 @@ pub fn run_in(dirs: &LabDirs, spec: &LabSpec) -> Result<LabRun> {
         "lab: booting {} ({}, {}, ttm {}) in {}",
         kernel.alias,
         kernel.packages_label(),
-        kernel.display.driver_module(),
+        kernel.driver_module(),
         spec.ttm,
         dir.display()
     );

@@ -16,7 +16,7 @@ pub enum TtmVariant {
     #[default]
     Stock,
     /// The patched "blocking reserve" build from `lab/ttm-blocking/`
-    /// (6.1 only), inserted by hand after `drm`.
+    /// (6.1 and 6.12), inserted by hand after `drm`.
     Blocking,
 }
 
@@ -58,7 +58,7 @@ impl FromStr for TtmVariant {
 /// tracefs, debugfs and bpffs are mounted.
 #[derive(Clone, Debug)]
 pub struct LabSpec {
-    /// Kernel alias from the manifest: "6.1" or "6.12".
+    /// Kernel alias from the manifest: "6.1", "6.12", "6.12-rt" or "newest".
     pub kernel: String,
     pub ttm: TtmVariant,
     /// Bash script text run in the guest.

@@ -37,12 +37,31 @@ pub struct LabKernel {
     pub suite: Option<&'static str>,
     pub resolve: Resolve,
     pub display: Display,
+    /// Whether set-up builds the blocking-variant ttm.ko for it
+    /// (`lab/ttm-blocking/ttm-blocking-<major.minor>.patch`; needs the host's headers package).
+    pub blocking_variant: bool,
+    /// Whether every lab test of current-kernel behaviour runs on it
+    /// (`labtest::CURRENT_KERNELS`).
+    pub current: bool,
     /// Why it is in the lab.
     pub why: &'static str,
 }
 
 /// The kernels the lab provides, in the order set-up prepares them.
-pub const LAB_KERNELS: [LabKernel; 4] = [
+pub const LAB_KERNELS: [LabKernel; 5] = [
+    LabKernel {
+        alias: "5.10",
+        suite: Some("bullseye"),
+        resolve: Resolve::MetaDependency {
+            meta: "linux-image-amd64",
+            prefix: "linux-image-5.10.",
+        },
+        display: Display::Bochs,
+        blocking_variant: false,
+        current: false,
+        why: "the oldest Debian kernel still in the archive (bullseye): no lock:contention \
+              tracepoints (5.19), so the rwsem-slowpath fallback",
+    },
     LabKernel {
         alias: "6.1",
         suite: None,
@@ -51,7 +70,9 @@ pub const LAB_KERNELS: [LabKernel; 4] = [
             prefix: "linux-image-6.1.",
         },
         display: Display::Bochs,
-        why: "bookworm's kernel; the blocking-variant ttm.ko is built for it",
+        blocking_variant: true,
+        current: false,
+        why: "bookworm's kernel",
     },
     LabKernel {
         alias: "6.12",
@@ -62,7 +83,9 @@ pub const LAB_KERNELS: [LabKernel; 4] = [
             suffix: "+deb12-amd64-unsigned",
         },
         display: Display::Bochs,
-        why: "bookworm-backports' 6.12 (the last kernel whose bochs uses TTM)",
+        blocking_variant: true,
+        current: true,
+        why: "bookworm's 6.12 (the last kernel whose bochs uses TTM)",
     },
     LabKernel {
         alias: "6.12-rt",
@@ -72,6 +95,8 @@ pub const LAB_KERNELS: [LabKernel; 4] = [
             prefix: "linux-image-6.12.",
         },
         display: Display::Bochs,
+        blocking_variant: false,
+        current: true,
         why: "trixie's PREEMPT_RT kernel: sleeping spinlocks, preemptible everything",
     },
     LabKernel {
@@ -82,6 +107,9 @@ pub const LAB_KERNELS: [LabKernel; 4] = [
             prefix: "linux-image-",
         },
         display: Display::Qxl,
+        // Its headers need sid's compiler (gcc-16-for-host), which bookworm's archive lacks.
+        blocking_variant: false,
+        current: true,
         why: "Debian unstable's current kernel, on qxl (bochs left TTM in 6.13)",
     },
 ];

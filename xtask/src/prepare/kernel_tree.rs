@@ -43,12 +43,14 @@ pub fn ensure_unpacked(dirs: &LabDirs, fetched: &FetchedDeb) -> Result<KernelInf
         extra_debs: fetched.extra.iter().map(|(_, d)| d.clone()).collect(),
         suite: fetched.suite.clone(),
         display: fetched.display,
+        driver: String::new(),
     };
     let stamp_text = format!("{}\n", info.packages_label());
     if fs::read_to_string(root.join(STAMP)).is_ok_and(|s| s == stamp_text)
         && let Some(vmlinuz) = find_vmlinuz(&root, &release)
     {
         info.vmlinuz = vmlinuz;
+        info.driver = find_driver(&info)?;
         return Ok(info);
     }
 
@@ -75,7 +77,33 @@ pub fn ensure_unpacked(dirs: &LabDirs, fetched: &FetchedDeb) -> Result<KernelInf
         .with_context(|| format!("could not move {} to {}", tmp.display(), root.display()))?;
     info.vmlinuz = find_vmlinuz(&root, &release)
         .ok_or_else(|| anyhow!("no kernel image in {}", root.display()))?;
+    info.driver = find_driver(&info)?;
     Ok(info)
+}
+
+/// Which of the display's driver module names this kernel has (from its `modules.dep`).
+fn find_driver(info: &KernelInfo) -> Result<String> {
+    let dep = info
+        .root
+        .join("lib/modules")
+        .join(&info.release)
+        .join("modules.dep");
+    let text =
+        fs::read_to_string(&dep).with_context(|| format!("could not read {}", dep.display()))?;
+    let names = info.display.driver_modules();
+    names
+        .iter()
+        .find(|name| {
+            text.lines().any(|l| {
+                let path = l.split(':').next().unwrap_or("");
+                let file = path.rsplit('/').next().unwrap_or("");
+                [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
+                    .iter()
+                    .any(|ext| file == format!("{name}{ext}"))
+            })
+        })
+        .map(|n| (*n).to_owned())
+        .ok_or_else(|| anyhow!("{} has none of the modules {names:?}", info.release))
 }
 
 /// The kernel image of an unpacked tree, if any.

@@ -1,6 +1,6 @@
 //! Second half of set-up (after `scripts/setup.sh` has installed host
 //! packages and tools): resolve, fetch and unpack the lab kernels, write the
-//! manifest, install the 6.1 headers, build the blocking TTM module and the
+//! manifest, install the 6.1 and 6.12 headers, build the blocking TTM modules and the
 //! initramfs images. Idempotent; a fully cached run takes a few seconds.
 
 mod apt;
@@ -80,13 +80,17 @@ pub fn prepare_lab(dirs: &LabDirs, opts: &PrepareOptions) -> Result<KernelManife
             } else {
                 &k.suite
             },
-            k.display.driver_module()
+            k.driver_module()
         );
     }
 
-    let k61 = manifest.get("6.1")?;
-    host.ensure_installed(&format!("linux-headers-{}", k61.release))?;
-    build_blocking_ttm(dirs, k61)?;
+    for kernel in LAB_KERNELS.iter().filter(|k| k.blocking_variant) {
+        let k = manifest.get(kernel.alias)?;
+        // The 6.12 headers package depends on its image: apt installs that kernel on the host
+        // too (in /boot; nothing boots it unless the host's bootloader is pointed at it).
+        host.ensure_installed(&format!("linux-headers-{}", k.release))?;
+        build_blocking_ttm(dirs, k)?;
+    }
 
     for k in &manifest.kernels {
         let image = lab::ensure_initramfs(dirs, k)?;
