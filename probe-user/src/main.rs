@@ -158,15 +158,8 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    // Every command that loads BPF runs as root, which may lift the limit; the others need no
-    // locked memory, so a refusal only matters for the former (and is logged, not fatal).
-    if let Err(e) = memlock::lift() {
-        if nix::unistd::geteuid().is_root() {
-            log::warn!("{e}");
-        } else {
-            log::debug!("{e}");
-        }
-    }
+    // Before anything loads BPF (a refusal is logged, not fatal: see memlock.rs).
+    memlock::lift();
     match cli.command {
         Command::Live {
             trace,
