@@ -1,4 +1,9 @@
+use std::path::PathBuf;
+
 use super::*;
+use crate::discovery::SymbolTable;
+use crate::kernel_info::{KernelConfig, TracepointSource, cap};
+use probe_common::KernelLayout;
 
 /// The facts of a machine that can trace (like the lab's 6.12 guest).
 fn passing() -> Facts {
