@@ -403,14 +403,18 @@ impl Aggregate {
         h
     }
 
-    /// Merges another aggregate (interval → total).
-    pub fn merge(&mut self, other: &Aggregate) {
+    /// Merges another aggregate (interval → total, recordings → one). Histograms that do not
+    /// add (different resolutions) are an error, not dropped.
+    pub fn merge(&mut self, other: &Aggregate) -> anyhow::Result<()> {
+        let adds = |what: String, r: Result<(), hdrhistogram::AdditionError>| {
+            r.map_err(|e| anyhow::anyhow!("{what}: histograms do not add up: {e:?}"))
+        };
         for (k, h) in &other.histograms {
-            let _ = self
+            let into = self
                 .histograms
                 .entry(k.clone())
-                .or_insert_with(new_histogram)
-                .add(h);
+                .or_insert_with(new_histogram);
+            adds(format!("{}/{}", k.0.name(), k.1), into.add(h))?;
         }
         for (k, v) in &other.episodes {
             *self.episodes.entry(*k).or_default() += v;
@@ -428,7 +432,10 @@ impl Aggregate {
             for (k, v) in &p.episode_paths {
                 *mine.episode_paths.entry(*k).or_default() += v;
             }
-            let _ = mine.episode_latency.add(&p.episode_latency);
+            adds(
+                format!("process {tgid}"),
+                mine.episode_latency.add(&p.episode_latency),
+            )?;
         }
         for (k, v) in &other.contended_first_attempts {
             *self.contended_first_attempts.entry(*k).or_default() += v;
@@ -478,6 +485,7 @@ impl Aggregate {
             );
             *self.holder_stacks.entry(k).or_default() += v;
         }
+        Ok(())
     }
 
     /// Clears counts and histograms but keeps open episodes (interval reset for `live`).
@@ -649,7 +657,7 @@ mod tests {
         ));
         assert_eq!(agg.episodes.get(&EpisodePath::Retry), Some(&1));
         let mut total = first.clone();
-        total.merge(&agg);
+        total.merge(&agg).expect("merge");
         assert_eq!(total.attempts_total(), 2);
         assert_eq!(total.episodes_total(), 1);
     }

@@ -22,12 +22,11 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
-use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    aggregate::{Aggregate, HolderCount, HolderStack, Metric, WaiterTotals, new_histogram},
-    recording::{self, ProcessEntry, Recording, decode_histogram},
+    aggregate::{Aggregate, HolderStack},
+    recording::Recording,
     session::{self, Stop, TraceArgs},
     workload::stress::{Percentiles, StressArgs},
 };
@@ -532,13 +531,9 @@ where
     serde_json::from_value(acc).with_context(|| format!("summing {what}"))
 }
 
-fn add_hist(into: &mut Histogram<u64>, h: &Histogram<u64>, what: &str) -> Result<()> {
-    into.add(h)
-        .map_err(|e| anyhow::anyhow!("{what}: histograms do not add up: {e:?}"))
-}
-
-/// Merges recordings: counts, histograms, per-process totals, holders, waiters and lost-data
-/// counters are summed, repetitions added, bench runs concatenated. Recordings of different
+/// Merges recordings through the aggregation's own merge (`Aggregate::merge`): counts,
+/// histograms, per-process totals, holders and waiters as a live session adds its intervals
+/// (with the same bounds); lost-data counters are summed, repetitions added, bench runs concatenated. Recordings of different
 /// kernels, TTM modules, tool versions, labels, filters or stress arguments are refused unless
 /// `force` (the problems are returned either way).
 pub fn merge(recs: &[Recording], force: bool) -> Result<(Recording, Vec<String>)> {
@@ -552,69 +547,28 @@ pub fn merge(recs: &[Recording], force: bool) -> Result<(Recording, Vec<String>)
             problems.join("; ")
         );
     }
-    let mut hists: BTreeMap<(Metric, String), Histogram<u64>> = BTreeMap::new();
-    // Per tgid: the first comm, every other field but the histogram summed (as JSON, so
-    // counters added to ProcessEntry later are summed too), the latency histogram.
-    let mut processes: BTreeMap<u32, (String, serde_json::Value, Histogram<u64>)> = BTreeMap::new();
-    let mut holders: BTreeMap<(u32, String), u64> = BTreeMap::new();
+    // Counts, histograms, processes, holders and waiters through the aggregation's own merge
+    // (with its bounds); what an aggregate does not keep (holder stacks, bench runs, read
+    // errors, repetitions) here.
+    let mut agg = Aggregate::new();
+    for (i, rec) in recs.iter().enumerate() {
+        let part = rec
+            .to_aggregate()
+            .with_context(|| format!("input {} of the merge", i + 1))?;
+        agg.merge(&part)
+            .with_context(|| format!("merging input {}", i + 1))?;
+    }
     let mut stacks: BTreeMap<(u32, String, Vec<String>), u64> = BTreeMap::new();
-    let mut waiters: BTreeMap<u32, WaiterTotals> = BTreeMap::new();
     let mut meta = first.meta.clone();
     let mut bench: Option<BenchInfo> = None;
     for rec in recs {
-        for e in &rec.histograms {
-            let metric = Metric::from_name(&e.metric)
-                .with_context(|| format!("unknown metric {:?}", e.metric))?;
-            let h = decode_histogram(&e.encoded)?;
-            let what = format!("{}/{}", e.metric, e.class);
-            add_hist(
-                hists
-                    .entry((metric, e.class.clone()))
-                    .or_insert_with(new_histogram),
-                &h,
-                &what,
-            )?;
-        }
-        for (tgid, p) in &rec.processes {
-            let h = decode_histogram(&p.episode_latency.encoded)?;
-            let mut fields = serde_json::to_value(p)?;
-            if let Some(o) = fields.as_object_mut() {
-                o.remove("comm");
-                o.remove("episode_latency");
-            }
-            let mine = processes.entry(*tgid).or_insert_with(|| {
-                (
-                    p.comm.clone(),
-                    serde_json::Value::Object(Default::default()),
-                    new_histogram(),
-                )
-            });
-            add_json(&mut mine.1, &fields, &format!("process {tgid}"))?;
-            add_hist(&mut mine.2, &h, &format!("process {tgid}"))?;
-        }
-        for h in &rec.holders {
-            *holders.entry((h.tgid, h.comm.clone())).or_default() += h.count;
-        }
         for s in &rec.holder_stacks {
             *stacks
                 .entry((s.tgid, s.comm.clone(), s.frames.clone()))
                 .or_default() += s.count;
         }
-        for (tid, w) in &rec.waiters {
-            let t = waiters.entry(*tid).or_default();
-            t.tgid = w.tgid;
-            t.comm = w.comm.clone();
-            t.waits += w.waits;
-            t.wait_ns += w.wait_ns;
-            t.held_overlap_ns += w.held_overlap_ns;
-        }
         meta.start_unix_ns = meta.start_unix_ns.min(rec.meta.start_unix_ns);
         meta.end_unix_ns = meta.end_unix_ns.max(rec.meta.end_unix_ns);
-        for d in &rec.meta.drivers_seen {
-            if !meta.drivers_seen.contains(d) {
-                meta.drivers_seen.push(d.clone());
-            }
-        }
         if let Some(b) = &rec.bench {
             let into = bench.get_or_insert_with(|| BenchInfo {
                 stress_args: b.stress_args.clone(),
@@ -624,17 +578,12 @@ pub fn merge(recs: &[Recording], force: bool) -> Result<(Recording, Vec<String>)
             into.runs.extend(b.runs.iter().cloned());
         }
     }
-    meta.drivers_seen.sort();
+    meta.drivers_seen = agg.drivers.iter().cloned().collect();
     if let Some(b) = bench.as_mut() {
         for (i, r) in b.runs.iter_mut().enumerate() {
             r.index = i as u32 + 1;
         }
     }
-    let mut holders: Vec<HolderCount> = holders
-        .into_iter()
-        .map(|((tgid, comm), count)| HolderCount { tgid, comm, count })
-        .collect();
-    holders.sort_by(|a, b| b.count.cmp(&a.count).then(a.tgid.cmp(&b.tgid)));
     let mut holder_stacks: Vec<HolderStack> = stacks
         .into_iter()
         .map(|((tgid, comm, frames), count)| HolderStack {
@@ -645,50 +594,29 @@ pub fn merge(recs: &[Recording], force: bool) -> Result<(Recording, Vec<String>)
         })
         .collect();
     holder_stacks.sort_by(|a, b| b.count.cmp(&a.count).then(a.tgid.cmp(&b.tgid)));
-    let merged = Recording {
-        format: first.format.clone(),
-        version: first.version,
+    let mut merged = Recording::from_aggregate(
         meta,
-        probe_stats: recs
-            .iter()
+        &agg,
+        recs.iter()
             .skip(1)
             .fold(first.probe_stats, |acc, r| acc.plus(&r.probe_stats)),
-        undecodable_records: recs.iter().map(|r| r.undecodable_records).sum(),
-        read_errors: recs.iter().flat_map(|r| r.read_errors.clone()).collect(),
-        state_entries_at_end: sum_fields(
+        recs.iter().map(|r| r.undecodable_records).sum(),
+        sum_fields(
             recs.iter().map(|r| &r.state_entries_at_end),
             "state_entries_at_end",
         )?,
-        counts: sum_fields(recs.iter().map(|r| &r.counts), "counts")?,
-        processes: processes
-            .into_iter()
-            .map(|(tgid, (comm, mut fields, h))| {
-                let latency = recording::entry(Metric::EpisodeLatency, "all", &h)?;
-                if let Some(o) = fields.as_object_mut() {
-                    o.insert("comm".into(), comm.into());
-                    o.insert("episode_latency".into(), serde_json::to_value(latency)?);
-                }
-                let entry: ProcessEntry = serde_json::from_value(fields)
-                    .with_context(|| format!("merging process {tgid}"))?;
-                Ok((tgid, entry))
-            })
-            .collect::<Result<_>>()?,
-        histograms: hists
-            .iter()
-            .map(|((m, c), h)| recording::entry(*m, c, h))
-            .collect::<Result<_>>()?,
-        holders,
-        holder_stacks,
-        waiters,
-        repetitions: recs.iter().map(|r| r.repetitions).sum(),
-        bench,
-    };
+    )?;
+    merged.holder_stacks = holder_stacks;
+    merged.read_errors = recs.iter().flat_map(|r| r.read_errors.clone()).collect();
+    merged.repetitions = recs.iter().map(|r| r.repetitions).sum();
+    merged.bench = bench;
     Ok((merged, problems))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregate::{Metric, new_histogram};
     use crate::{
         attribution::EpisodePath,
         loader::{ProbeStats, StateEntries},

@@ -338,7 +338,9 @@ pub async fn run_with_sink(
                 let interval_agg = current.take_interval();
                 let stats = last_stats;
                 on_interval(&interval_agg, &stats);
-                total.merge(&interval_agg);
+                total
+                    .merge(&interval_agg)
+                    .context("adding an interval to the session's total")?;
             }
         }
     }
@@ -347,7 +349,9 @@ pub async fn run_with_sink(
     if let Err(e) = quiet.read(&probes, sink, &mut current, &mut undecodable) {
         errors.note(e);
     }
-    total.merge(&current.take_interval());
+    total
+        .merge(&current.take_interval())
+        .context("adding the last interval to the session's total")?;
     let stats = match probes.stats() {
         Ok(s) => s,
         Err(e) => {
