@@ -150,6 +150,10 @@ fn main() -> ExitCode {
     }
 }
 
+/// The title of the histogram `live` and `record` print at the end.
+const LATENCY_HISTOGRAM_TITLE: &str = "episode_latency, all paths: first TTM handler entry (or the fault's own mmap_lock wait) \
+     to the completing return";
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -191,7 +195,10 @@ fn run(cli: Cli) -> Result<()> {
                 );
                 outcome.warn_read_errors();
                 let lat = outcome.total.merged(Metric::EpisodeLatency);
-                print!("{}", report::log2_histogram(&lat, true));
+                print!(
+                    "{}",
+                    report::log2_histogram(LATENCY_HISTOGRAM_TITLE, &lat, true)
+                );
                 print!("{}", report::holder_stacks(&outcome.holder_stacks));
             }
             Ok(())
@@ -223,7 +230,10 @@ fn run(cli: Cli) -> Result<()> {
                 );
                 outcome.warn_read_errors();
                 let lat = outcome.total.merged(Metric::EpisodeLatency);
-                print!("{}", report::log2_histogram(&lat, true));
+                print!(
+                    "{}",
+                    report::log2_histogram(LATENCY_HISTOGRAM_TITLE, &lat, true)
+                );
                 print!("{}", report::holder_stacks(&outcome.holder_stacks));
             }
             Ok(())

@@ -169,12 +169,14 @@ pub fn sanitize(s: &str) -> String {
         .collect()
 }
 
-/// bcc-style log2 histogram of one metric (`low -> high : count |***|`).
-pub fn log2_histogram(h: &Histogram<u64>, unit_ns: bool) -> String {
+/// bcc-style log2 histogram of one metric (`low -> high : count |***|`), under a title that
+/// names the metric and the path(s) it counts.
+pub fn log2_histogram(title: &str, h: &Histogram<u64>, unit_ns: bool) -> String {
     let mut out = String::new();
     if h.is_empty() {
         return out;
     }
+    let _ = writeln!(out, "{title} ({} values)", h.len());
     let max_bucket = 64 - h.max().leading_zeros();
     let mut buckets = vec![0u64; max_bucket as usize + 1];
     for v in h.iter_recorded() {
@@ -290,7 +292,11 @@ mod tests {
         for v in [1u64, 3, 3, 1000] {
             h.record(v).expect("in range");
         }
-        let text = log2_histogram(&h, true);
+        let text = log2_histogram("episode_latency, all paths", &h, true);
+        assert!(
+            text.starts_with("episode_latency, all paths (4 values)\n"),
+            "{text}"
+        );
         assert!(text.contains("2 -> 3          : 2"), "{text}");
         assert!(text.contains("512 -> 1023       : 1"), "{text}");
     }
