@@ -27,12 +27,15 @@ enum Command {
     Lab(commands::lab::LabArgs),
     /// Run ttmlat in the lab against the built-in contention workload (the main job).
     Demo(commands::demo::DemoArgs),
-    /// The same `ttmlat bench` on stock 6.1, blocking 6.1 and stock 6.12 (interleaved boots),
-    /// merged and compared into target/ab/compare.{txt,json,svg}.
+    /// The same `ttmlat bench` on stock and blocking 6.1 and 6.12, stock 6.12-rt and newest
+    /// (interleaved boots), merged and compared into target/ab/compare.{txt,json,svg}.
     Ab(commands::ab::AbArgs),
     /// What observing costs: TTM-fault, anonymous-fault and mmap/munmap throughput in the lab,
     /// unobserved vs under ttmlat vs under the equivalent bpftrace script (interleaved).
     BenchOverhead(commands::bench_overhead::BenchOverheadArgs),
+    /// An exporter's figures: the highest TTM fault rate of the lab and what was lost, time to
+    /// the first `live` interval, `serve`'s RSS over minutes of stress (printed, not gated).
+    BenchServe(commands::bench_serve::BenchServeArgs),
     /// Everything CI runs: fmt, clippy, unit tests, release build, lab tests.
     Test(commands::test::TestArgs),
     /// Release bundle in target/dist/: binary, shell completions, man pages, systemd unit,
@@ -51,5 +54,6 @@ fn main() -> ExitCode {
         Command::Dist(args) => commands::dist::run(&args),
         Command::Ab(args) => commands::ab::ab(&args),
         Command::BenchOverhead(args) => commands::bench_overhead::bench_overhead(&args),
+        Command::BenchServe(args) => commands::bench_serve::bench_serve(&args),
     }
 }

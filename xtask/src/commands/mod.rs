@@ -2,6 +2,7 @@
 
 pub mod ab;
 pub mod bench_overhead;
+pub mod bench_serve;
 pub mod demo;
 pub mod dist;
 pub mod lab;
