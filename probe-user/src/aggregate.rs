@@ -157,6 +157,8 @@ pub struct Aggregate {
     pub attempts: BTreeMap<AttemptPath, u64>,
     /// Attempts carrying FAULT_FLAG_TRIED.
     pub tried_attempts: u64,
+    /// Episodes without a completing attempt (paths retry-no-handler and abandoned): counted
+    /// by path in `episodes`, not timed.
     pub abandoned: u64,
     pub waiter_records: u64,
     pub unbalanced: u64,

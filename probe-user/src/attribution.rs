@@ -133,12 +133,16 @@ pub enum EpisodePath {
     Access,
     /// The handler failed.
     Error,
-    /// RETRY was returned but no retry followed (signal, exit).
+    /// RETRY was returned and the thread's next TTM fault was a new, first one: the retry did
+    /// not enter a TTM handler (see the README: the page was mapped meanwhile, or a signal sent
+    /// the thread back to user space first). Not timed.
+    RetryNoHandler,
+    /// RETRY was returned and the thread exited before any retry. Not timed.
     Abandoned,
 }
 
 impl EpisodePath {
-    pub const ALL: [EpisodePath; 9] = [
+    pub const ALL: [EpisodePath; 10] = [
         EpisodePath::Uncontended,
         EpisodePath::Retry,
         EpisodePath::RetryThenHeld,
@@ -147,6 +151,7 @@ impl EpisodePath {
         EpisodePath::Fence,
         EpisodePath::Access,
         EpisodePath::Error,
+        EpisodePath::RetryNoHandler,
         EpisodePath::Abandoned,
     ];
 
@@ -160,6 +165,7 @@ impl EpisodePath {
             EpisodePath::Fence => "fence",
             EpisodePath::Access => "access",
             EpisodePath::Error => "error",
+            EpisodePath::RetryNoHandler => "retry-no-handler",
             EpisodePath::Abandoned => "abandoned",
         }
     }

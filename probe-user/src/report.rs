@@ -46,7 +46,7 @@ pub fn render(title: &str, agg: &Aggregate, stats: &ProbeStats, undecodable: u64
     let _ = writeln!(out, "{title}");
     let _ = writeln!(
         out,
-        "  faults (episodes): {}   attempts: {}   TRIED attempts: {}   abandoned: {}",
+        "  faults (episodes): {}   attempts: {}   TRIED attempts: {}   not timed (retry-no-handler, abandoned): {}",
         agg.episodes_total(),
         agg.attempts_total(),
         agg.tried_attempts,

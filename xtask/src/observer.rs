@@ -22,6 +22,8 @@ p:ttmobs/reserve ttm_bo_vm_reserve
 r256:ttmobs/reserve_ret ttm_bo_vm_reserve ret=$retval:x64
 p:ttmobs/upread up_read sem=%di:x64
 p:ttmobs/lockint ww_mutex_lock_interruptible lock=%di:x64
+p:ttmobs/hmf handle_mm_fault flags=%dx:x32
+r256:ttmobs/hmf_ret handle_mm_fault ret=$retval:x64
 EOF
 # Before 5.19 there are no lock contention tracepoints: a read wait for mmap_lock is the entry
 # of rwsem_down_read_slowpath.
@@ -61,8 +63,20 @@ pub struct TraceEvent {
     pub ts_ns: u64,
     pub name: String,
     pub ret: Option<u64>,
+    /// `flags=0x..` of the `hmf` (handle_mm_fault) entry.
+    pub flags: Option<u64>,
     /// `contention_begin` of a read acquisition ("(flags=READ)").
     pub read_wait: bool,
+}
+
+/// A `name=value` argument of a trace line, decimal or 0x-hex.
+fn numeric_arg(args: &str, name: &str) -> Option<u64> {
+    args.split_whitespace()
+        .find_map(|a| a.strip_prefix(name)?.strip_prefix('='))
+        .and_then(|v| {
+            v.strip_prefix("0x")
+                .map_or_else(|| v.parse().ok(), |h| u64::from_str_radix(h, 16).ok())
+        })
 }
 
 /// Parses tracefs `trace` text: "<comm>-<tid> [cpu] flags ts: <event>: ... ret=0x..".
@@ -77,18 +91,12 @@ pub fn parse_trace(text: &str) -> Vec<TraceEvent> {
             let (head, after_ts) = rest.split_once(": ")?;
             let ts_ns = parse_timestamp(head.rsplit(' ').next()?)?;
             let (name, args) = after_ts.split_once(':')?;
-            let ret = args
-                .split_whitespace()
-                .find_map(|a| a.strip_prefix("ret="))
-                .and_then(|v| {
-                    v.strip_prefix("0x")
-                        .map_or_else(|| v.parse().ok(), |h| u64::from_str_radix(h, 16).ok())
-                });
             Some(TraceEvent {
                 tid,
                 ts_ns,
                 name: name.trim().to_string(),
-                ret,
+                ret: numeric_arg(args, "ret"),
+                flags: numeric_arg(args, "flags"),
                 read_wait: args.contains("flags=READ"),
             })
         })
@@ -109,6 +117,8 @@ fn parse_timestamp(s: &str) -> Option<u64> {
 }
 
 const VM_FAULT_RETRY: u64 = 0x400;
+/// FAULT_FLAG_TRIED (include/linux/mm_types.h; the same value from 5.x to 7.x).
+const FAULT_FLAG_TRIED: u64 = 0x20;
 
 /// One call of ttm_bo_vm_reserve as the observer saw it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -136,6 +146,13 @@ pub struct Observed {
     /// Fault returns without VM_FAULT_RETRY: completed episodes.
     pub completed_faults: u64,
     pub reserve_calls: Vec<ReserveCall>,
+    /// Episodes whose RETRY was followed by the thread's next, first TTM fault instead of a
+    /// retry entering a TTM handler (ttmlat's `retry-no-handler`).
+    pub retry_no_handler: u64,
+    /// Of those: the retry did happen (handle_mm_fault with FAULT_FLAG_TRIED right after the
+    /// RETRY) and returned without entering a TTM handler: the page was mapped meanwhile.
+    /// The others returned to user space first (a signal) and faulted anew.
+    pub tried_without_handler: u64,
     /// Completed faults, each from its first handler entry to the return that completed it.
     pub episodes: Vec<ObservedEpisode>,
 }
@@ -210,6 +227,10 @@ pub fn observe(events: &[TraceEvent]) -> Observed {
         /// (first handler entry, start by ttmlat's definition, exception entry) of the open
         /// episode.
         episode: Option<(u64, u64, Option<u64>)>,
+        /// A TRIED handle_mm_fault after a RETRY is running: whether it entered a TTM handler.
+        hmf_tried: Option<bool>,
+        /// The last RETRY will not be retried in a TTM handler; counted at the next fault.
+        unhandled_retry: bool,
     }
     let mut threads: BTreeMap<u32, Thread> = BTreeMap::new();
     let mut obs = Observed::default();
@@ -217,9 +238,30 @@ pub fn observe(events: &[TraceEvent]) -> Observed {
     for e in events {
         let t = threads.entry(e.tid).or_default();
         match e.name.as_str() {
-            "page_fault_user" if t.episode.is_none() => {
-                t.exception_ts = Some(e.ts_ns);
-                t.wait_ts = None;
+            "page_fault_user" => {
+                if t.last_fault_retry {
+                    // A new exception after a RETRY: the retry did not happen (a signal sent the
+                    // thread back to user space).
+                    t.unhandled_retry = true;
+                    t.last_fault_retry = false;
+                    t.episode = None;
+                }
+                if t.episode.is_none() {
+                    t.exception_ts = Some(e.ts_ns);
+                    t.wait_ts = None;
+                }
+            }
+            "hmf" if t.last_fault_retry && e.flags.is_some_and(|f| f & FAULT_FLAG_TRIED != 0) => {
+                t.hmf_tried = Some(false);
+            }
+            "hmf_ret" => {
+                let retry_entered_ttm = t.hmf_tried.take();
+                if retry_entered_ttm == Some(false) {
+                    obs.tried_without_handler += 1;
+                    t.unhandled_retry = true;
+                    t.last_fault_retry = false;
+                    t.episode = None;
+                }
             }
             "contention_begin" | "rwsem_read"
                 if (e.read_wait || e.name == "rwsem_read")
@@ -233,6 +275,12 @@ pub fn observe(events: &[TraceEvent]) -> Observed {
             "fault" => {
                 obs.fault_entries += 1;
                 first_fault_seen = true;
+                if let Some(saw) = t.hmf_tried.as_mut() {
+                    *saw = true;
+                }
+                if std::mem::take(&mut t.unhandled_retry) {
+                    obs.retry_no_handler += 1;
+                }
                 t.in_fault_is_retry = t.last_fault_retry;
                 if t.episode.is_none() {
                     let start = t.wait_ts.take().unwrap_or(e.ts_ns);
@@ -379,6 +427,43 @@ mod tests {
             ]
         );
         assert_eq!(obs.from_exception_sorted(), None);
+    }
+
+    /// Thread 301: RETRY, the TRIED retry returns without entering TTM (the page was mapped
+    /// meanwhile), then a new fault. Thread 302: RETRY, then a new exception (a signal came
+    /// first), then a new fault. Both are one retry-no-handler episode each, not timed.
+    #[test]
+    fn retries_that_never_reach_a_ttm_handler() {
+        let trace = "\
+   ttm-touch-301     [000] d.... 1.000000: page_fault_user: address=0x1 ip=0x1 error_code=0x6
+   ttm-touch-301     [000] d.... 1.000001: hmf: (handle_mm_fault+0x0/0x290) flags=0x1255
+   ttm-touch-301     [000] d.... 1.000002: fault: (ttm_bo_vm_fault+0x0/0x230 [ttm])
+   ttm-touch-301     [000] d.... 1.000100: fault_ret: (__do_fault+0x33/0x130 <- ttm_bo_vm_fault) ret=0x400
+   ttm-touch-301     [000] d.... 1.000200: hmf_ret: (do_user_addr_fault+0x1/0x2 <- handle_mm_fault) ret=0x400
+   ttm-touch-301     [000] d.... 1.000300: hmf: (handle_mm_fault+0x0/0x290) flags=0x1275
+   ttm-touch-301     [000] d.... 1.000400: hmf_ret: (do_user_addr_fault+0x1/0x2 <- handle_mm_fault) ret=0x0
+   ttm-touch-301     [000] d.... 1.001000: page_fault_user: address=0x2 ip=0x1 error_code=0x6
+   ttm-touch-301     [000] d.... 1.001001: hmf: (handle_mm_fault+0x0/0x290) flags=0x1255
+   ttm-touch-301     [000] d.... 1.001002: fault: (ttm_bo_vm_fault+0x0/0x230 [ttm])
+   ttm-touch-301     [000] d.... 1.001100: fault_ret: (__do_fault+0x33/0x130 <- ttm_bo_vm_fault) ret=0x100
+   ttm-touch-302     [000] d.... 2.000000: page_fault_user: address=0x1 ip=0x1 error_code=0x6
+   ttm-touch-302     [000] d.... 2.000002: fault: (ttm_bo_vm_fault+0x0/0x230 [ttm])
+   ttm-touch-302     [000] d.... 2.000100: fault_ret: (__do_fault+0x33/0x130 <- ttm_bo_vm_fault) ret=0x400
+   ttm-touch-302     [000] d.... 2.001000: page_fault_user: address=0x1 ip=0x1 error_code=0x6
+   ttm-touch-302     [000] d.... 2.001002: fault: (ttm_bo_vm_fault+0x0/0x230 [ttm])
+   ttm-touch-302     [000] d.... 2.001100: fault_ret: (__do_fault+0x33/0x130 <- ttm_bo_vm_fault) ret=0x100
+";
+        let obs = observe(&parse_trace(trace));
+        assert_eq!((obs.retry_no_handler, obs.tried_without_handler), (2, 1));
+        assert_eq!(obs.completed_faults, 2);
+        // The new faults are episodes of their own, timed from their own exception entries.
+        assert_eq!(
+            obs.episodes
+                .iter()
+                .map(|e| (e.handler_ns, e.from_exception_ns))
+                .collect::<Vec<_>>(),
+            vec![(98_000, Some(100_000)), (98_000, Some(100_000))]
+        );
     }
 
     #[test]

@@ -314,6 +314,18 @@ fn common_checks(label: &str, c: &Contention) -> Result<()> {
         p["episodes"],
         o.completed_faults
     );
+    // RETRY followed by the thread's next, first fault instead of a retry in a TTM handler.
+    let unhandled = u(&p["episode_paths"]["retry-no-handler"]);
+    eprintln!(
+        "{label}: retry-no-handler: ttmlat {unhandled}, observer {} ({} retried without \
+         entering TTM: the page was mapped meanwhile; the rest went back to user space first)",
+        o.retry_no_handler, o.tried_without_handler
+    );
+    ensure!(
+        unhandled == o.retry_no_handler,
+        "{label}: ttmlat saw {unhandled} retry-no-handler episodes, the observer {}",
+        o.retry_no_handler
+    );
     let contended = o.reserve_calls.iter().filter(|r| r.waited).count();
     ensure!(
         contended > 0,

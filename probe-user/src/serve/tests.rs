@@ -146,7 +146,7 @@ fn synthetic(name: &[u8]) -> Vec<Record> {
         5_000_000,
         name,
     ));
-    // abandoned after a RETRY
+    // abandoned after a RETRY (the thread exited)
     v.push(attempt(
         5,
         1,
@@ -161,6 +161,8 @@ fn synthetic(name: &[u8]) -> Vec<Record> {
         attempts: 1,
         tid: 5,
         tgid: 5,
+        reason: probe_common::abandon_reason::THREAD_EXIT,
+        _pad: 0,
         episode_start_ns: 0,
         last_attempt_end_ns: 100_000,
         ep_wait_held_ns: 0,
