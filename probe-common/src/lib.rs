@@ -341,18 +341,8 @@ pub struct WaiterEvent {
     pub comm: [u8; COMM_LEN],
 }
 
-/// Why an episode closed without a completing attempt ([`AbandonedEvent::reason`]).
-pub mod abandon_reason {
-    /// The thread entered a new, first (not FAULT_FLAG_TRIED) TTM fault: the retry of the old
-    /// one never reached a TTM handler.
-    pub const NEXT_FAULT: u32 = 1;
-    /// The thread exited.
-    pub const THREAD_EXIT: u32 = 2;
-}
-
-/// An episode whose last attempt returned RETRY but no retry reached a TTM handler: the thread
-/// took another first fault (`reason` [`abandon_reason::NEXT_FAULT`]) or exited
-/// ([`abandon_reason::THREAD_EXIT`]) first.
+/// An episode whose last attempt returned RETRY but no retry followed (the thread exited or
+/// took another, unrelated fault first).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AbandonedEvent {
@@ -360,8 +350,6 @@ pub struct AbandonedEvent {
     pub attempts: u32,
     pub tid: u32,
     pub tgid: u32,
-    pub reason: u32,
-    pub _pad: u32,
     pub episode_start_ns: u64,
     pub last_attempt_end_ns: u64,
     pub ep_wait_held_ns: u64,

@@ -14,8 +14,8 @@
 
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
 use probe_common::{
-    AbandonedEvent, AttemptEvent, COMM_LEN, EventKind, QuietKey, ThreadState, abandon_reason,
-    attempt_flag, attempt_kind, config_flag, fault_flag, stat, trylock, vm_fault,
+    AbandonedEvent, AttemptEvent, COMM_LEN, EventKind, QuietKey, ThreadState, attempt_flag,
+    attempt_kind, config_flag, fault_flag, stat, trylock, vm_fault,
 };
 
 use crate::{
@@ -96,7 +96,7 @@ pub fn attempt_enter(kind: u8, vmf: u64, vma: u64) {
                 begin_episode(st, now);
             } else if kind != attempt_kind::FAULT || vmf_flags & fault_flag::TRIED == 0 {
                 // The retry never came: close the old episode, start a new one.
-                emit_abandoned(&cur, st, abandon_reason::NEXT_FAULT);
+                emit_abandoned(&cur, st);
                 begin_episode(st, now);
             }
             st
@@ -489,7 +489,7 @@ pub fn thread_exit() {
             watch::attempt_exit(st.mm_lock, st.watch_base_ns, kernel::now());
         }
         if st.between_attempts != 0 || st.depth != 0 {
-            emit_abandoned(&cur, st, abandon_reason::THREAD_EXIT);
+            emit_abandoned(&cur, st);
         }
         let _ = THREADS.remove(cur.tid);
     }
@@ -543,7 +543,7 @@ fn emit_attempt(cur: &Current, st: &ThreadState, ret: u32, now: u64, fence_drop_
 }
 
 #[inline(always)]
-fn emit_abandoned(cur: &Current, st: &ThreadState, reason: u32) {
+fn emit_abandoned(cur: &Current, st: &ThreadState) {
     let Some(mut entry) = EVENTS.reserve::<AbandonedEvent>(0) else {
         bump(stat::RINGBUF_DROPS);
         return;
@@ -553,8 +553,6 @@ fn emit_abandoned(cur: &Current, st: &ThreadState, reason: u32) {
         attempts: st.attempts as u32,
         tid: cur.tid,
         tgid: cur.tgid,
-        reason,
-        _pad: 0,
         episode_start_ns: st.episode_start_ns,
         last_attempt_end_ns: st.last_attempt_end_ns,
         ep_wait_held_ns: st.ep_wait_held_ns,

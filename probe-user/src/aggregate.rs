@@ -340,8 +340,14 @@ impl Aggregate {
         let n = e.count;
         *self.episodes.entry(e.path).or_default() += n;
         let Some(latency) = e.latency_ns else {
-            // Abandoned: it never completed, so it has no latency and no totals.
+            // retry-no-handler: it never completed in a TTM handler, so it has no latency and
+            // no totals; the process's paths still count it.
             self.abandoned += n;
+            *self
+                .process(e.tgid, &e.comm)
+                .episode_paths
+                .entry(e.path)
+                .or_default() += n;
             return;
         };
         let class = e.path.name();

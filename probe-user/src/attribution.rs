@@ -133,11 +133,11 @@ pub enum EpisodePath {
     Access,
     /// The handler failed.
     Error,
-    /// RETRY was returned and the thread's next TTM fault was a new, first one: the retry did
-    /// not enter a TTM handler (see the README: the page was mapped meanwhile, or a signal sent
-    /// the thread back to user space first). Not timed.
+    /// RETRY was returned and no retry entered a TTM handler before the thread's next first
+    /// fault or its exit (see the README: mostly the retry found the page mapped meanwhile).
+    /// Not timed.
     RetryNoHandler,
-    /// RETRY was returned and the thread exited before any retry. Not timed.
+    /// What ttmlat 0.1 called [`Self::RetryNoHandler`]; only read from its recordings.
     Abandoned,
 }
 

@@ -608,6 +608,11 @@ pub fn merge(recs: &[Recording], force: bool) -> Result<(Recording, Vec<String>)
     )?;
     merged.holder_stacks = holder_stacks;
     merged.read_errors = recs.iter().flat_map(|r| r.read_errors.clone()).collect();
+    for rec in recs {
+        for (name, n) in &rec.skipped_programs {
+            *merged.skipped_programs.entry(name.clone()).or_default() += n;
+        }
+    }
     merged.repetitions = recs.iter().map(|r| r.repetitions).sum();
     merged.bench = bench;
     Ok((merged, problems))

@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 
 use probe_common::{
-    AbandonedEvent, AttemptEvent, COMM_LEN, DRIVER_LEN, abandon_reason, attempt_flag, attempt_kind,
-    fault_flag, trylock,
+    AbandonedEvent, AttemptEvent, COMM_LEN, DRIVER_LEN, attempt_flag, attempt_kind, fault_flag,
+    trylock,
 };
 
 use crate::{
@@ -167,11 +167,7 @@ impl Episodes {
             .remove(&a.tid)
             .map_or([0; DRIVER_LEN], |o| o.driver);
         EpisodeEnd {
-            path: if a.reason == abandon_reason::NEXT_FAULT {
-                EpisodePath::RetryNoHandler
-            } else {
-                EpisodePath::Abandoned
-            },
+            path: EpisodePath::RetryNoHandler,
             tgid: a.tgid,
             comm: a.comm,
             driver,
@@ -269,30 +265,19 @@ mod tests {
                 .attempt
                 .is_some_and(|a| a.waited_held && a.tried && !a.held_untried)
         );
-        // RETRY, then the thread exits: abandoned, with the driver of its attempt.
+        // RETRY, then the thread exits (or takes a new first fault) before any retry reaches a
+        // TTM handler: retry-no-handler, not timed, with the driver of its attempt.
         e.step(&attempt(2, 1, af::DROPPED_IN_RESERVE, vm_fault::RETRY, 5));
         // SAFETY: as above.
         let mut gone: AbandonedEvent = unsafe { std::mem::zeroed() };
         gone.tid = 2;
         gone.attempts = 1;
-        gone.reason = abandon_reason::THREAD_EXIT;
-        let end = e.step(&Record::Abandoned(gone)).ended.expect("abandoned");
-        assert_eq!((end.path, end.latency_ns), (EpisodePath::Abandoned, None));
-        assert_eq!(&end.driver[..6], b"amdgpu");
-        assert!(e.open.is_empty());
-        // RETRY, then the thread's next TTM fault is a first one: the retry never reached a
-        // TTM handler. Named for that, not timed.
-        e.step(&attempt(3, 1, af::DROPPED_IN_RESERVE, vm_fault::RETRY, 5));
-        let mut moved_on = gone;
-        moved_on.tid = 3;
-        moved_on.reason = abandon_reason::NEXT_FAULT;
-        let end = e
-            .step(&Record::Abandoned(moved_on))
-            .ended
-            .expect("closed by the next fault");
+        let end = e.step(&Record::Abandoned(gone)).ended.expect("closed");
         assert_eq!(
             (end.path, end.latency_ns, end.retries),
             (EpisodePath::RetryNoHandler, None, 0)
         );
+        assert_eq!(&end.driver[..6], b"amdgpu");
+        assert!(e.open.is_empty());
     }
 }

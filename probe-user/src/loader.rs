@@ -368,6 +368,19 @@ impl Probes {
         })
     }
 
+    /// The programs the kernel skipped (`recursion_misses` > 0), by program name: which
+    /// facts went missing.
+    pub fn skipped_programs(&self) -> std::collections::BTreeMap<String, u64> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, prog)| {
+                let fd = prog.fd().ok()?;
+                let n = recursion_misses(fd.as_fd())?;
+                (n > 0).then(|| (name.to_string(), n))
+            })
+            .collect()
+    }
+
     /// Sum of `recursion_misses` over the loaded programs; `None` if the kernel reports it
     /// for none of them (before 5.12).
     fn recursion_misses(&self) -> Option<u64> {

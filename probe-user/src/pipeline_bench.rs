@@ -71,8 +71,6 @@ pub fn feed(n: u64, agg: &mut Aggregate, mut at_decade: impl FnMut(u64, &Aggrega
                 attempts: 1,
                 tid,
                 tgid,
-                reason: probe_common::abandon_reason::NEXT_FAULT,
-                _pad: 0,
                 episode_start_ns: t,
                 last_attempt_end_ns: t + 10,
                 ep_wait_held_ns: 0,

@@ -129,6 +129,10 @@ pub struct Recording {
     /// is missing from the figures). Absent before 0.2.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub read_errors: Vec<String>,
+    /// Programs the kernel skipped at least once (`recursion_misses`: already running on that
+    /// CPU), by name: where `probe_stats.recursion_misses` came from. Absent before 0.2.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub skipped_programs: BTreeMap<String, u64>,
     /// Repetitions merged into this recording (`ttmlat bench`); 1 otherwise.
     pub repetitions: u32,
     /// `ttmlat bench`: the stress arguments and each repetition's own summary.
@@ -246,6 +250,7 @@ impl Recording {
             holders: agg.holders(),
             holder_stacks: Vec::new(),
             read_errors: Vec::new(),
+            skipped_programs: BTreeMap::new(),
             waiters: agg.waiters.clone(),
             repetitions: 1,
             bench: None,

@@ -139,6 +139,8 @@ pub struct Outcome {
     pub read_errors: Vec<String>,
     pub undecodable: u64,
     pub state_entries_at_end: StateEntries,
+    /// Programs the kernel skipped at least once (recursion), by name.
+    pub skipped_programs: std::collections::BTreeMap<String, u64>,
     pub meta: Meta,
 }
 
@@ -156,6 +158,7 @@ impl Outcome {
         )?;
         rec.holder_stacks = self.holder_stacks.clone();
         rec.read_errors = self.read_errors.clone();
+        rec.skipped_programs = self.skipped_programs.clone();
         Ok(rec)
     }
 }
@@ -368,6 +371,17 @@ pub async fn run_with_sink(
     } else {
         Vec::new()
     };
+    let skipped_programs = probes.skipped_programs();
+    if !skipped_programs.is_empty() {
+        let list: Vec<String> = skipped_programs
+            .iter()
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect();
+        eprintln!(
+            "ttmlat: the kernel skipped these programs (already running on that CPU): {}",
+            list.join(", ")
+        );
+    }
     meta.end_unix_ns = unix_ns();
     meta.drivers_seen = total.drivers.iter().cloned().collect();
     drop(ring);
@@ -379,6 +393,7 @@ pub async fn run_with_sink(
         read_errors: errors.0,
         undecodable,
         state_entries_at_end,
+        skipped_programs,
         meta,
     })
 }

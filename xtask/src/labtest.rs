@@ -158,7 +158,10 @@ pub fn assert_nothing_lost(name: &str, rec: &Value) -> anyhow::Result<()> {
         match stats.get(k) {
             Some(v) if v.as_u64() == Some(0) => {}
             Some(v) if v.is_null() && unknown_on(k, release) => {}
-            Some(v) if v.as_u64().is_some() => anyhow::bail!("{name}: lost: {k} = {v}"),
+            Some(v) if v.as_u64().is_some() => anyhow::bail!(
+                "{name}: lost: {k} = {v} (programs the kernel skipped: {})",
+                rec["skipped_programs"]
+            ),
             _ => anyhow::bail!("{name}: probe_stats.{k} is missing or not a count: {stats:?}"),
         }
     }

@@ -146,12 +146,12 @@ pub struct Observed {
     /// Fault returns without VM_FAULT_RETRY: completed episodes.
     pub completed_faults: u64,
     pub reserve_calls: Vec<ReserveCall>,
-    /// Episodes whose RETRY was followed by the thread's next, first TTM fault instead of a
-    /// retry entering a TTM handler (ttmlat's `retry-no-handler`).
+    /// Episodes whose RETRY was not followed by a retry entering a TTM handler (ttmlat's
+    /// `retry-no-handler`): the retry returned without one, or the thread went back to user
+    /// space (a new exception) or ended (in the trace) first.
     pub retry_no_handler: u64,
     /// Of those: the retry did happen (handle_mm_fault with FAULT_FLAG_TRIED right after the
     /// RETRY) and returned without entering a TTM handler: the page was mapped meanwhile.
-    /// The others returned to user space first (a signal) and faulted anew.
     pub tried_without_handler: u64,
     /// Completed faults, each from its first handler entry to the return that completed it.
     pub episodes: Vec<ObservedEpisode>,
@@ -229,8 +229,6 @@ pub fn observe(events: &[TraceEvent]) -> Observed {
         episode: Option<(u64, u64, Option<u64>)>,
         /// A TRIED handle_mm_fault after a RETRY is running: whether it entered a TTM handler.
         hmf_tried: Option<bool>,
-        /// The last RETRY will not be retried in a TTM handler; counted at the next fault.
-        unhandled_retry: bool,
     }
     let mut threads: BTreeMap<u32, Thread> = BTreeMap::new();
     let mut obs = Observed::default();
@@ -242,7 +240,7 @@ pub fn observe(events: &[TraceEvent]) -> Observed {
                 if t.last_fault_retry {
                     // A new exception after a RETRY: the retry did not happen (a signal sent the
                     // thread back to user space).
-                    t.unhandled_retry = true;
+                    obs.retry_no_handler += 1;
                     t.last_fault_retry = false;
                     t.episode = None;
                 }
@@ -258,7 +256,7 @@ pub fn observe(events: &[TraceEvent]) -> Observed {
                 let retry_entered_ttm = t.hmf_tried.take();
                 if retry_entered_ttm == Some(false) {
                     obs.tried_without_handler += 1;
-                    t.unhandled_retry = true;
+                    obs.retry_no_handler += 1;
                     t.last_fault_retry = false;
                     t.episode = None;
                 }
@@ -277,9 +275,6 @@ pub fn observe(events: &[TraceEvent]) -> Observed {
                 first_fault_seen = true;
                 if let Some(saw) = t.hmf_tried.as_mut() {
                     *saw = true;
-                }
-                if std::mem::take(&mut t.unhandled_retry) {
-                    obs.retry_no_handler += 1;
                 }
                 t.in_fault_is_retry = t.last_fault_retry;
                 if t.episode.is_none() {
@@ -329,6 +324,8 @@ pub fn observe(events: &[TraceEvent]) -> Observed {
             _ => {}
         }
     }
+    // RETRY as the thread's last word in the trace: it ended (or the trace did) first.
+    obs.retry_no_handler += threads.values().filter(|t| t.last_fault_retry).count() as u64;
     obs
 }
 
@@ -431,7 +428,8 @@ mod tests {
 
     /// Thread 301: RETRY, the TRIED retry returns without entering TTM (the page was mapped
     /// meanwhile), then a new fault. Thread 302: RETRY, then a new exception (a signal came
-    /// first), then a new fault. Both are one retry-no-handler episode each, not timed.
+    /// first), then a new fault. Thread 303: RETRY, then it ends. One retry-no-handler
+    /// episode each, not timed.
     #[test]
     fn retries_that_never_reach_a_ttm_handler() {
         let trace = "\
@@ -453,8 +451,14 @@ mod tests {
    ttm-touch-302     [000] d.... 2.001002: fault: (ttm_bo_vm_fault+0x0/0x230 [ttm])
    ttm-touch-302     [000] d.... 2.001100: fault_ret: (__do_fault+0x33/0x130 <- ttm_bo_vm_fault) ret=0x100
 ";
-        let obs = observe(&parse_trace(trace));
-        assert_eq!((obs.retry_no_handler, obs.tried_without_handler), (2, 1));
+        let mut trace = trace.to_string();
+        // Thread 303: RETRY, then nothing (it exited).
+        trace.push_str(
+            "   ttm-touch-303     [000] d.... 3.000002: fault: (ttm_bo_vm_fault+0x0/0x230 [ttm])\n\
+             ttm-touch-303     [000] d.... 3.000100: fault_ret: (__do_fault+0x33/0x130 <- ttm_bo_vm_fault) ret=0x400\n",
+        );
+        let obs = observe(&parse_trace(&trace));
+        assert_eq!((obs.retry_no_handler, obs.tried_without_handler), (3, 1));
         assert_eq!(obs.completed_faults, 2);
         // The new faults are episodes of their own, timed from their own exception entries.
         assert_eq!(

@@ -146,7 +146,7 @@ fn synthetic(name: &[u8]) -> Vec<Record> {
         5_000_000,
         name,
     ));
-    // abandoned after a RETRY (the thread exited)
+    // closed after a RETRY without a retry in a TTM handler
     v.push(attempt(
         5,
         1,
@@ -161,8 +161,6 @@ fn synthetic(name: &[u8]) -> Vec<Record> {
         attempts: 1,
         tid: 5,
         tgid: 5,
-        reason: probe_common::abandon_reason::THREAD_EXIT,
-        _pad: 0,
         episode_start_ns: 0,
         last_attempt_end_ns: 100_000,
         ep_wait_held_ns: 0,
@@ -250,7 +248,7 @@ fn promtool_accepts_the_text_exposition() {
             "ttmlat_lost_events_total{reason=\"retprobe_missed\"} 1",
             "ttmlat_lost_events_total{reason=\"undecodable\"} 1",
             "ttmlat_lost_events_total{reason=\"waiter_map_full\"} 0",
-            "ttmlat_fault_episodes_total{path=\"abandoned\",driver=\"bochs\"",
+            "ttmlat_fault_episodes_total{path=\"retry-no-handler\",driver=\"bochs\"",
             "ttmlat_collateral_stall_seconds_sum{path=\"held\",driver=\"bochs\"} 0.0000015",
             "ttmlat_mmap_lock_waiter_stall_seconds_count 1",
             "le=\"+Inf\"",

@@ -65,6 +65,11 @@ pub struct StressArgs {
     /// Disable the mmap/munmap victim thread.
     #[arg(long)]
     pub no_victim: bool,
+    /// Faulting threads touch adjacent pages (thread i: page i) instead of pages spread over
+    /// the buffer: the first fault to complete maps its neighbours' pages too (TTM's prefault
+    /// window), so their retries can find nothing left to do (episode path retry-no-handler).
+    #[arg(long)]
+    pub adjacent: bool,
     /// Pause between victim iterations.
     #[arg(long, default_value = "100us", value_parser = humantime::parse_duration)]
     pub victim_interval: Duration,
@@ -275,13 +280,13 @@ fn one_round(args: &StressArgs, dev: &Device, holder: Option<&mut Holder>) -> Re
     let pages = map.pages();
     match (args.scenario, holder) {
         (Scenario::FirstTouch, _) => Ok(RoundResult {
-            first_touch_ns: touch_together(&map, args.threads, pages, || Ok(()))?,
+            first_touch_ns: touch_together(&map, args.threads, pages, args.adjacent, || Ok(()))?,
             populate_ns: None,
         }),
         (Scenario::CrossProcess, Some(h)) => {
             h.begin_populate(offset, map.len)?;
             let lead = args.holder_lead;
-            let ft = touch_together(&map, args.threads, pages, || {
+            let ft = touch_together(&map, args.threads, pages, args.adjacent, || {
                 std::thread::sleep(lead);
                 Ok(())
             })?;
@@ -303,12 +308,14 @@ fn one_round(args: &StressArgs, dev: &Device, holder: Option<&mut Holder>) -> Re
     }
 }
 
-/// T threads wait at a barrier, then each touches its own page of the fresh buffer; returns
+/// T threads wait at a barrier, then each touches its own page of the fresh buffer (spread, or
+/// adjacent); returns
 /// each thread's first-touch latency. `before_go` runs on this thread before it releases them.
 fn touch_together(
     map: &Mapping,
     threads: usize,
     pages: usize,
+    adjacent: bool,
     before_go: impl FnOnce() -> Result<()>,
 ) -> Result<Vec<u64>> {
     let barrier = Barrier::new(threads + 1);
@@ -322,8 +329,13 @@ fn touch_together(
             std::thread::Builder::new()
                 .name(format!("ttm-fault-{i}"))
                 .spawn_scoped(s, move || {
-                    // Spread threads over the buffer so each takes its own fault.
-                    let page = i * pages / threads.max(1);
+                    // Spread threads over the buffer so each takes its own fault, or side by
+                    // side (--adjacent) so that one fault maps the others' pages.
+                    let page = if adjacent {
+                        i.min(pages.saturating_sub(1))
+                    } else {
+                        i * pages / threads.max(1)
+                    };
                     barrier.wait();
                     let t0 = Instant::now();
                     map.touch(page);
