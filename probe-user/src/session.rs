@@ -180,6 +180,11 @@ pub trait RecordSink {
     fn record(&mut self, rec: &Record);
     /// A record that could not be decoded.
     fn undecodable(&mut self) {}
+    /// Whether the sink needs the in-kernel quiet-episode counts while the session runs
+    /// (`serve`), not only at interval ends and at the end.
+    fn wants_fresh_counts(&self) -> bool {
+        false
+    }
 }
 
 /// No per-record sink.
@@ -321,7 +326,8 @@ pub async fn run_with_sink(
             _ = drain_tick.tick() => {
                 drain(ring.get_mut(), sink, &mut current, &mut undecodable);
                 drains += 1;
-                if drains.is_multiple_of(QUIET_EVERY)
+                if sink.wants_fresh_counts()
+                    && drains.is_multiple_of(QUIET_EVERY)
                     && let Err(e) = quiet.read(&probes, sink, &mut current, &mut undecodable)
                 {
                     errors.note(e);
@@ -446,7 +452,11 @@ impl Outcome {
     }
 }
 
-/// Drains between reads of the quiet-episode counts: once a second.
+/// Drains between reads of the quiet-episode counts for a sink that wants fresh counts: once a
+/// second. Other sessions read them only at interval ends and at the end: each read is a bpf()
+/// syscall during which the kernel disables BPF programs on that CPU (`bpf_prog_active`),
+/// and where the syscall can be preempted (PREEMPT_RT; lazy preemption) a fault on that CPU
+/// meanwhile has its programs skipped (`recursion_misses`, seen on 6.12-rt in the lab).
 const QUIET_EVERY: u32 = 10;
 
 /// Turns the probes' cumulative quiet-episode counts into records of their increase.

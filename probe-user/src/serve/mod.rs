@@ -110,6 +110,10 @@ impl RecordSink for Sink {
             f.undecodable();
         }
     }
+    /// Every scrape shows the counts of the last second.
+    fn wants_fresh_counts(&self) -> bool {
+        true
+    }
 }
 
 /// Whether a scrape's Accept header asks for the Prometheus protobuf format.
