@@ -39,8 +39,8 @@ done
 first=$(( $(now) - t0 ))
 [ -s /tmp/live.jsonl ] || { echo "live printed nothing"; cat "$LAB_OUT/live.err"; exit 5; }
 echo "${ready:-0} $first" > "$LAB_OUT/first.txt"
-kill -INT $LIVE; wait $LIVE || true
-kill -INT $ST; wait $ST || true
+kill -INT $LIVE 2>/dev/null || true; wait $LIVE || true
+kill -INT $ST 2>/dev/null || true; wait $ST || true
 
 # 3. `ttmlat serve` for SERVE_SECONDS under stress, scraped every 5 s: its memory over time.
 "$TTMLAT" serve --ready-file /tmp/serve.ready > "$LAB_OUT/serve.txt" 2>&1 &
@@ -60,5 +60,5 @@ while :; do
     echo "$t $rss $hwm $thr $fds" >> "$LAB_OUT/rss.tsv"
     sleep 5
 done
-kill -INT $ST; wait $ST || true
+kill -INT $ST 2>/dev/null || true; wait $ST || true
 kill -INT $SERVE; wait $SERVE || { echo "serve failed"; cat "$LAB_OUT/serve.txt"; exit 7; }
