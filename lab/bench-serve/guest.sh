@@ -6,6 +6,10 @@
 #   rss.tsv            "<seconds> <VmRSS kB> <VmHWM kB> <threads> <fds>" of `ttmlat serve`
 #   scrape-last.txt    the last /metrics page
 set -eu
+# The fbdev console's blinking cursor draws into a TTM buffer from a kworker; in a 10-minute run
+# on 6.12 it oopsed there (NULL deref in sys_imageblit via drm_fbdev_ttm_defio_imageblit) at
+# 404 s, 50 ms after the exc_debug_kernel WARN the lab tolerates. Nothing here needs it.
+echo 0 > /sys/class/graphics/fbcon/cursor_blink 2>/dev/null || true
 attach_wait() { # $1 ready file, $2 pid
     for i in $(seq 1 3000); do [ -f "$1" ] && return 0; kill -0 "$2" 2>/dev/null || return 1; sleep 0.1; done
     return 1
