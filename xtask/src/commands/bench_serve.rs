@@ -16,7 +16,7 @@ use anyhow::{Context, Result, ensure};
 use clap::Args;
 use serde_json::{Value, json};
 use xtask::{
-    lab::{self, LabRun, LabSpec},
+    lab::{LabRun, TtmVariant},
     lab_dirs::repo_root,
     labtest,
 };
@@ -84,18 +84,12 @@ fn run(args: &BenchServeArgs) -> Result<()> {
         "SERVE_SECONDS={serve_s}\nRATE_SECONDS={}\n{GUEST_SCRIPT}",
         args.rate_seconds
     );
-    let spec = LabSpec::new(&args.kernel, script)
-        .env("TTMLAT", labtest::ttmlat_binary()?.display().to_string())
-        .timeout(Duration::from_secs(u64::from(serve_s) + 900));
-    let run = lab::run(&spec)?;
-    ensure!(
-        run.rc == 0,
-        "guest failed with rc {} (run dir {}):\n{}\n{}",
-        run.rc,
-        run.run_dir.display(),
-        run.stdout,
-        run.stderr
-    );
+    let run = labtest::run_guest_for(
+        &args.kernel,
+        TtmVariant::Stock,
+        &script,
+        Duration::from_secs(u64::from(serve_s) + 900),
+    )?;
 
     // 1. Rate and losses.
     let mut rate = 0.0;
