@@ -12,7 +12,7 @@
 
 use std::{fs, path::PathBuf, process::ExitCode, time::Duration};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::{Value, json};
 use xtask::{
