@@ -612,6 +612,11 @@ pub fn merge(recs: &[Recording], force: bool) -> Result<(Recording, Vec<String>)
         for (name, n) in &rec.skipped_programs {
             *merged.skipped_programs.entry(name.clone()).or_default() += n;
         }
+        for (name, c) in &rec.program_costs {
+            let sum = merged.program_costs.entry(name.clone()).or_default();
+            sum.runs += c.runs;
+            sum.run_time_ns += c.run_time_ns;
+        }
     }
     merged.repetitions = recs.iter().map(|r| r.repetitions).sum();
     merged.bench = bench;

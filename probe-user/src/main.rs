@@ -22,6 +22,7 @@ mod memlock;
 mod perf_event;
 mod pipeline_bench;
 mod preflight;
+mod prog_fdinfo;
 mod recording;
 mod report;
 mod retprobe;

@@ -133,6 +133,10 @@ pub struct Recording {
     /// CPU), by name: where `probe_stats.recursion_misses` came from. Absent before 0.2.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub skipped_programs: BTreeMap<String, u64>,
+    /// `--program-costs`: each BPF program's runs and run time as the kernel counted them.
+    /// Absent before 0.2 and without the flag.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub program_costs: BTreeMap<String, crate::prog_fdinfo::ProgramCost>,
     /// Repetitions merged into this recording (`ttmlat bench`); 1 otherwise.
     pub repetitions: u32,
     /// `ttmlat bench`: the stress arguments and each repetition's own summary.
@@ -251,6 +255,7 @@ impl Recording {
             holder_stacks: Vec::new(),
             read_errors: Vec::new(),
             skipped_programs: BTreeMap::new(),
+            program_costs: BTreeMap::new(),
             waiters: agg.waiters.clone(),
             repetitions: 1,
             bench: None,

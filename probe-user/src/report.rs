@@ -265,6 +265,7 @@ pub fn recording(rec: &crate::recording::Recording) -> anyhow::Result<String> {
         &rec.probe_stats,
         rec.undecodable_records,
     ));
+    out.push_str(&crate::prog_fdinfo::render(&rec.program_costs));
     Ok(out)
 }
 

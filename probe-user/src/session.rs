@@ -70,6 +70,11 @@ pub struct TraceArgs {
     /// bucket (1/32 of a power of two wide), which userspace reads once a second.
     #[arg(long)]
     pub every_episode: bool,
+    /// Turn on the kernel's BPF run-time statistics while tracing and report each program's
+    /// runs and mean run time (for finding what ttmlat costs; the statistics add two clock
+    /// reads to every run of every BPF program on the machine).
+    #[arg(long)]
+    pub program_costs: bool,
 }
 
 /// See [`TraceArgs::hook_sites`].
@@ -141,6 +146,8 @@ pub struct Outcome {
     pub state_entries_at_end: StateEntries,
     /// Programs the kernel skipped at least once (recursion), by name.
     pub skipped_programs: std::collections::BTreeMap<String, u64>,
+    /// `--program-costs`: each program's runs and run time, by name.
+    pub program_costs: std::collections::BTreeMap<String, crate::prog_fdinfo::ProgramCost>,
     pub meta: Meta,
 }
 
@@ -159,6 +166,7 @@ impl Outcome {
         rec.holder_stacks = self.holder_stacks.clone();
         rec.read_errors = self.read_errors.clone();
         rec.skipped_programs = self.skipped_programs.clone();
+        rec.program_costs = self.program_costs.clone();
         Ok(rec)
     }
 }
@@ -245,6 +253,11 @@ pub async fn run_with_sink(
     // drains every DRAIN_EVERY.
     config.wake_bytes = u64::from(ring_bytes / 8);
     let (sites, hook_sites) = choose_sites(args, &plan, &kernel.release)?;
+    let stats_enabled = if args.program_costs {
+        Some(crate::prog_fdinfo::enable_run_time_stats()?)
+    } else {
+        None
+    };
     eprintln!("ttmlat: hooks: {hook_sites}");
     let mut probes = Probes::load(
         &plan,
@@ -388,6 +401,14 @@ pub async fn run_with_sink(
             list.join(", ")
         );
     }
+    let program_costs = if stats_enabled.is_some() {
+        let costs = probes.program_costs();
+        eprint!("{}", crate::prog_fdinfo::render(&costs));
+        costs
+    } else {
+        Default::default()
+    };
+    drop(stats_enabled);
     meta.end_unix_ns = unix_ns();
     meta.drivers_seen = total.drivers.iter().cloned().collect();
     drop(ring);
@@ -400,6 +421,7 @@ pub async fn run_with_sink(
         undecodable,
         state_entries_at_end,
         skipped_programs,
+        program_costs,
         meta,
     })
 }

@@ -26,6 +26,10 @@ pub struct LabArgs {
     /// Guest CPUs.
     #[arg(long, default_value_t = LabSpec::DEFAULT_SMP)]
     smp: u32,
+    /// Count instructions instead of host time (`-icount shift=N,sleep=off`: guest time
+    /// advances 2^N ns per executed instruction; use with --smp 1, as bench-overhead does).
+    #[arg(long, value_name = "SHIFT")]
+    icount: Option<u32>,
     /// Guest memory in MiB.
     #[arg(long = "mem", default_value_t = LabSpec::DEFAULT_MEM_MIB)]
     mem_mib: u32,
@@ -65,6 +69,9 @@ fn run(args: &LabArgs) -> Result<ExitCode> {
         .timeout(Duration::from_secs(args.timeout))
         .smp(args.smp)
         .mem_mib(args.mem_mib);
+    if let Some(shift) = args.icount {
+        spec = spec.icount(shift);
+    }
     spec.env.extend(args.env.iter().cloned());
 
     let run = xtask::lab::run(&spec)?;
