@@ -125,7 +125,7 @@ pub mod config_flag {
 /// probes count these per (process, comm, driver, latency bucket) in the per-CPU hash `QUIET`
 /// instead of sending a ring-buffer record each; userspace reads the counts once a second.
 /// When the map is full the episode is sent as a record instead, so none is lost.
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct QuietKey {
     pub tgid: u32,
@@ -401,6 +401,13 @@ pub struct ThreadState {
     /// MM_WATCH.waiters snapshot at the start of a held wait.
     pub waiters_snapshot: u64,
     pub pre_lock_wait_ns: u64,
+    /// `vma->vm_file->f_op` whose module name is in `driver`: a thread's next fault on a file
+    /// with the same file operations reuses the name instead of reading it again. Kept
+    /// across episodes.
+    pub driver_fops: u64,
+    // Names at 8-aligned offsets, written and read as two words by the probes.
+    pub holder_comm: [u8; COMM_LEN],
+    pub driver: [u8; DRIVER_LEN],
     pub flags: u32,
     pub vmf_flags: u32,
     pub reserve_ret: u32,
@@ -422,20 +429,37 @@ pub struct ThreadState {
     pub trylock: u8,
     pub holder_tid: u32,
     pub holder_tgid: u32,
-    pub holder_comm: [u8; COMM_LEN],
-    pub driver: [u8; DRIVER_LEN],
     /// See [`AttemptEvent::holder_stack_id`].
     pub holder_stack_id: i32,
-    /// `vma->vm_file->f_op` whose module name is in `driver`: a thread's next fault on a file
-    /// with the same file operations reuses the name instead of reading it again. Kept
-    /// across episodes.
-    pub driver_fops: u64,
     /// Set when this thread finished an mmap_lock read wait that its next TTM fault may
     /// take as its own (`WAITERS`); only then does the fault look it up. Kept across
     /// episodes.
     pub pre_wait_pending: u32,
-    pub _pad: u32,
+    /// Episodes left before this thread looks up its mm's watch again (see
+    /// `watched_lock`). Kept across episodes.
+    pub watch_check: u32,
+    /// The `&mm->mmap_lock` whose MM_WATCH entry this thread last found or created: its
+    /// faults do not look the watch up again for the next `watch_check` episodes. Kept
+    /// across episodes.
+    pub watched_lock: u64,
 }
+
+// The probes store and load these 16-byte names as two 8-byte words (probe-ebpf `mem`):
+// each must sit at an 8-aligned offset of an 8-aligned struct.
+const _: () = {
+    use core::mem::{align_of, offset_of};
+    const fn words(offset: usize) -> bool {
+        offset.is_multiple_of(8)
+    }
+    assert!(align_of::<ThreadState>() == 8 && align_of::<QuietKey>() == 8);
+    assert!(align_of::<AttemptEvent>() == 8 && align_of::<WaiterEvent>() == 8);
+    assert!(align_of::<AbandonedEvent>() == 8);
+    assert!(words(offset_of!(ThreadState, holder_comm)) && words(offset_of!(ThreadState, driver)));
+    assert!(words(offset_of!(QuietKey, comm)) && words(offset_of!(QuietKey, driver)));
+    assert!(words(offset_of!(AttemptEvent, holder_comm)) && words(offset_of!(AttemptEvent, comm)));
+    assert!(words(offset_of!(AttemptEvent, driver)) && words(offset_of!(WaiterEvent, comm)));
+    assert!(words(offset_of!(AbandonedEvent, comm)) && words(offset_of!(ProbeConfig, filter_comm)));
+};
 
 /// Per-mm watch, keyed by `&mm->mmap_lock`, created by the mm's first TTM attempt and kept
 /// (LRU-bounded). Waiters on that lock are only followed while a watch exists.
@@ -444,8 +468,6 @@ pub struct ThreadState {
 pub struct MmWatch {
     /// Creation time; also the generation that waiter records refer to.
     pub base_ns: u64,
-    /// TTM attempts of this mm currently inside a handler.
-    pub attempts: u64,
     /// Packed waiter set: `count << WAITER_COUNT_SHIFT | sum(begin - base_ns)` of the tasks
     /// currently waiting on the lock; updated with single atomic adds so one load is consistent.
     pub waiters: u64,
@@ -550,11 +572,11 @@ mod tests {
         assert_eq!(size_of::<WaiterEvent>(), 4 * 4 + 4 * 8 + 16);
         assert_eq!(size_of::<AbandonedEvent>(), 4 * 4 + 5 * 8 + 16);
         assert_eq!(size_of::<WaiterState>(), 6 * 8 + 2 * 4);
-        assert_eq!(size_of::<MmWatch>(), 6 * 8);
+        assert_eq!(size_of::<MmWatch>(), 5 * 8);
         assert_eq!(size_of::<HolderRelease>(), 16);
         assert_eq!(
             size_of::<ThreadState>(),
-            17 * 8 + 9 * 4 + 3 * 2 + 2 + 2 * 4 + 2 * 16 + 4 + 8 + 2 * 4
+            17 * 8 + 9 * 4 + 3 * 2 + 2 + 2 * 4 + 2 * 16 + 4 + 8 + 2 * 4 + 8
         );
     }
 

@@ -12,15 +12,21 @@
 //! (`ww_mutex_lock*`), and this thread's `up_read(&mm->mmap_lock)` are recorded as observed
 //! facts; userspace classifies the path from them.
 
-use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
+use core::mem::MaybeUninit;
+
+use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use probe_common::{
-    AbandonedEvent, AttemptEvent, COMM_LEN, EventKind, QuietKey, ThreadState, attempt_flag,
-    attempt_kind, config_flag, fault_flag, stat, trylock, vm_fault,
+    AbandonedEvent, AttemptEvent, EventKind, QuietKey, ThreadState, attempt_flag, attempt_kind,
+    config_flag, fault_flag, stat, trylock, vm_fault,
 };
 
 use crate::{
     kernel,
-    maps::{CONTENDED, EVENTS, QUIET, RELEASES, THREADS, active_add, any_active, bump, config},
+    maps::{
+        CONTENDED, EVENTS, QUIET, RELEASES, THREADS, ZERO_STATE, active_add, any_active, bump,
+        config,
+    },
+    mem::{self, current_comm, get_name, put, set_name},
     watch,
 };
 
@@ -38,11 +44,6 @@ pub fn current() -> Current {
     }
 }
 
-#[inline(always)]
-fn comm() -> [u8; COMM_LEN] {
-    bpf_get_current_comm().unwrap_or([0; COMM_LEN])
-}
-
 /// Userspace filters (pid, comm) and never ourselves; evaluated once per episode start.
 #[inline(always)]
 fn wanted(cur: &Current) -> bool {
@@ -54,8 +55,9 @@ fn wanted(cur: &Current) -> bool {
         return false;
     }
     if config!(filter_comm_set) != 0 {
-        let want = config!(filter_comm);
-        if comm() != want {
+        // CONFIG is rewritten by the loader before load; get_name's loads are volatile.
+        let want = get_name(&crate::maps::CONFIG.filter_comm);
+        if current_comm() != want {
             return false;
         }
     }
@@ -105,8 +107,13 @@ pub fn attempt_enter(kind: u8, vmf: u64, vma: u64) {
             if !wanted(&cur) {
                 return;
             }
-            let fresh = ThreadState::default();
-            if THREADS.insert(cur.tid, fresh, 0).is_err() {
+            // Inserted from an all-zero map value: a ThreadState built on the stack would
+            // not fit beside this program's other locals.
+            let Some(zero) = ZERO_STATE.get(0) else {
+                bump(stat::THREAD_MAP_FULL);
+                return;
+            };
+            if THREADS.insert(cur.tid, zero, 0).is_err() {
                 bump(stat::THREAD_MAP_FULL);
                 return;
             }
@@ -130,7 +137,7 @@ pub fn attempt_enter(kind: u8, vmf: u64, vma: u64) {
         // loaded: the name read for it last time is still its name.
         let fops = kernel::vma_fops(vma);
         if fops == 0 || fops != st.driver_fops {
-            st.driver = kernel::driver_name(fops);
+            set_name(&mut st.driver, kernel::driver_name(fops));
             st.driver_fops = fops;
         }
     }
@@ -161,8 +168,20 @@ pub fn attempt_enter(kind: u8, vmf: u64, vma: u64) {
     if st.pre_lock_wait_ns != 0 {
         st.flags |= attempt_flag::PRE_LOCK_WAIT;
     }
-    st.watch_base_ns = watch::attempt_enter(st.mm_lock, now);
+    if st.watched_lock != st.mm_lock || st.watch_check == 0 {
+        // The mm's watch must exist for its waiters to be followed; looked up once every
+        // WATCH_CHECK_EPISODES episodes of this thread, not at every fault.
+        if watch::get_or_create(st.mm_lock, now).is_some() {
+            st.watched_lock = st.mm_lock;
+            st.watch_check = WATCH_CHECK_EPISODES;
+        }
+    } else if st.attempts == 1 {
+        st.watch_check -= 1;
+    }
 }
+
+/// See `watch`: how many episodes a thread's faults go without looking up their mm's watch.
+const WATCH_CHECK_EPISODES: u32 = 64;
 
 #[inline(always)]
 fn take_pre_wait(st: &mut ThreadState, tid: u32, now: u64) -> Option<(u64, u64)> {
@@ -174,14 +193,19 @@ fn take_pre_wait(st: &mut ThreadState, tid: u32, now: u64) -> Option<(u64, u64)>
 /// and the pending pre-lock wait).
 #[inline(always)]
 fn begin_episode(st: &mut ThreadState, now: u64) {
-    *st = ThreadState {
-        episode_start_ns: now,
-        holder_stack_id: -1,
-        driver: st.driver,
-        driver_fops: st.driver_fops,
-        pre_wait_pending: st.pre_wait_pending,
-        ..ThreadState::default()
-    };
+    let driver = get_name(&st.driver);
+    let driver_fops = st.driver_fops;
+    let pre_wait_pending = st.pre_wait_pending;
+    let watched_lock = st.watched_lock;
+    let watch_check = st.watch_check;
+    mem::zero(st as *mut ThreadState);
+    st.watched_lock = watched_lock;
+    st.watch_check = watch_check;
+    st.episode_start_ns = now;
+    st.holder_stack_id = -1;
+    set_name(&mut st.driver, driver);
+    st.driver_fops = driver_fops;
+    st.pre_wait_pending = pre_wait_pending;
 }
 
 /// `watch::waiter_end` kept a finished read wait of this thread: its next TTM fault must look.
@@ -209,7 +233,6 @@ pub fn attempt_exit(ret: u32) {
         return;
     }
     active_add(u64::MAX);
-    watch::attempt_exit(st.mm_lock, st.watch_base_ns, now);
     if st.in_wait != 0 {
         // The wait's kretprobe was missed; close it here so the numbers stay bounded.
         st.flags |= attempt_flag::UNBALANCED;
@@ -258,11 +281,18 @@ fn count_quiet(cur: &Current, st: &ThreadState, ret: u32, now: u64) -> bool {
     {
         return false;
     }
-    let key = QuietKey {
-        tgid: cur.tgid,
-        bucket: probe_common::latency_bucket(now.saturating_sub(st.episode_start_ns)),
-        comm: comm(),
-        driver: st.driver,
+    // Every field is written (QuietKey has no padding), in place: no zeroing, no copy.
+    let mut key = MaybeUninit::<QuietKey>::uninit();
+    // SAFETY: the fields are plain integers and byte arrays; each is written before the key
+    // is read.
+    let key = unsafe {
+        let k = key.as_mut_ptr();
+        (&raw mut (*k).tgid).write(cur.tgid);
+        let latency = now.saturating_sub(st.episode_start_ns);
+        (&raw mut (*k).bucket).write(probe_common::latency_bucket(latency));
+        set_name(&mut (*k).comm, current_comm());
+        set_name(&mut (*k).driver, get_name(&st.driver));
+        &*k
     };
     if let Some(n) = QUIET.get_ptr_mut(key) {
         // SAFETY: this CPU's slot of a per-CPU map value; programs do not nest here.
@@ -274,26 +304,28 @@ fn count_quiet(cur: &Current, st: &ThreadState, ret: u32, now: u64) -> bool {
 
 #[inline(always)]
 fn reset_attempt(st: &mut ThreadState) {
-    st.flags = 0;
-    st.resv = 0;
-    st.wait_start_ns = 0;
-    st.fence_drop_ns = 0;
-    st.wait_held_ns = 0;
-    st.wait_dropped_ns = 0;
-    st.collateral_ns = 0;
-    st.waiters_snapshot = 0;
-    st.reserve_ret = 0;
-    st.wait_ret = 0;
-    st.in_reserve = 0;
-    st.in_wait = 0;
-    st.wait_is_held = 0;
-    st.waits = 0;
-    st.collateral_waiters = 0;
-    st.trylock = trylock::UNKNOWN;
-    st.holder_tid = 0;
-    st.holder_tgid = 0;
-    st.holder_comm = [0; COMM_LEN];
-    st.holder_stack_id = -1;
+    // One store each (`mem::put`): plain zero stores to neighbouring fields are merged into
+    // a byte-loop memset.
+    put(&mut st.flags, 0);
+    put(&mut st.resv, 0);
+    put(&mut st.wait_start_ns, 0);
+    put(&mut st.fence_drop_ns, 0);
+    put(&mut st.wait_held_ns, 0);
+    put(&mut st.wait_dropped_ns, 0);
+    put(&mut st.collateral_ns, 0);
+    put(&mut st.waiters_snapshot, 0);
+    put(&mut st.reserve_ret, 0);
+    put(&mut st.wait_ret, 0);
+    put(&mut st.in_reserve, 0);
+    put(&mut st.in_wait, 0);
+    put(&mut st.wait_is_held, 0);
+    put(&mut st.waits, 0);
+    put(&mut st.collateral_waiters, 0);
+    put(&mut st.trylock, trylock::UNKNOWN);
+    put(&mut st.holder_tid, 0);
+    put(&mut st.holder_tgid, 0);
+    set_name(&mut st.holder_comm, [0; 2]);
+    put(&mut st.holder_stack_id, -1);
 }
 
 #[inline(always)]
@@ -391,7 +423,7 @@ pub fn wait_enter(lock: u64, seen: Seen) {
         let who = kernel::task_id(owner);
         st.holder_tid = who.pid;
         st.holder_tgid = who.tgid;
-        st.holder_comm = who.comm;
+        set_name(&mut st.holder_comm, who.comm);
         st.flags |= attempt_flag::HOLDER_KNOWN;
     }
     if config!(flags) & probe_common::config_flag::HOLDER_STACKS != 0 {
@@ -399,8 +431,10 @@ pub fn wait_enter(lock: u64, seen: Seen) {
     }
     let held = st.flags & (attempt_flag::DROPPED_IN_RESERVE | attempt_flag::UNDER_VMA_LOCK) == 0;
     st.wait_is_held = held as u32;
-    if held {
-        st.waiters_snapshot = watch::held_wait_begin(st.mm_lock, now);
+    st.watch_base_ns = 0;
+    if held && let Some((snapshot, base)) = watch::held_wait_begin(st.mm_lock, now) {
+        st.waiters_snapshot = snapshot;
+        st.watch_base_ns = base;
     }
 }
 
@@ -434,15 +468,18 @@ fn wait_exit_inner(st: &mut ThreadState, now: u64, ret: i32) {
     if st.wait_is_held != 0 {
         st.wait_held_ns += took;
         st.flags |= attempt_flag::WAITED_HELD;
-        let (collateral, waiters) = watch::held_wait_end(
-            st.mm_lock,
-            st.watch_base_ns,
-            st.waiters_snapshot,
-            st.wait_start_ns,
-            now,
-        );
-        st.collateral_ns += collateral;
-        st.collateral_waiters = st.collateral_waiters.saturating_add(waiters as u16);
+        if st.watch_base_ns != 0 {
+            // Registered as a holder at the wait's start (no watch: nothing to undo).
+            let (collateral, waiters) = watch::held_wait_end(
+                st.mm_lock,
+                st.watch_base_ns,
+                st.waiters_snapshot,
+                st.wait_start_ns,
+                now,
+            );
+            st.collateral_ns += collateral;
+            st.collateral_waiters = st.collateral_waiters.saturating_add(waiters as u16);
+        }
     } else {
         st.wait_dropped_ns += took;
         st.flags |= attempt_flag::WAITED_DROPPED;
@@ -484,9 +521,8 @@ pub fn thread_exit() {
     let cur = current();
     if let Some(st) = state(cur.tid) {
         if st.depth != 0 {
-            active_add(u64::MAX);
             // Exiting inside a handler means its return probe was missed.
-            watch::attempt_exit(st.mm_lock, st.watch_base_ns, kernel::now());
+            active_add(u64::MAX);
         }
         if st.between_attempts != 0 || st.depth != 0 {
             emit_abandoned(&cur, st);
@@ -504,41 +540,44 @@ fn emit_attempt(cur: &Current, st: &ThreadState, ret: u32, now: u64, fence_drop_
         bump(stat::RINGBUF_DROPS);
         return;
     };
-    entry.write(AttemptEvent {
-        kind: EventKind::Attempt as u32,
-        flags: st.flags,
-        tid: cur.tid,
-        tgid: cur.tgid,
-        episode_start_ns: st.episode_start_ns,
-        attempt_start_ns: st.attempt_start_ns,
-        attempt_end_ns: now,
-        mm: st.mm,
-        resv: st.resv,
-        wait_held_ns: st.wait_held_ns,
-        wait_dropped_ns: st.wait_dropped_ns,
-        fence_drop_ns,
-        collateral_ns: st.collateral_ns,
-        ep_wait_held_ns: st.ep_wait_held_ns,
-        ep_wait_dropped_ns: st.ep_wait_dropped_ns,
-        ep_collateral_ns: st.ep_collateral_ns,
-        pre_lock_wait_ns: st.pre_lock_wait_ns,
-        vmf_flags: st.vmf_flags,
-        ret,
-        reserve_ret: st.reserve_ret,
-        wait_ret: st.wait_ret,
-        attempt: st.attempts,
-        waits: st.waits,
-        collateral_waiters: st.collateral_waiters,
-        attempt_kind: st.attempt_kind,
-        trylock: st.trylock,
-        holder_tid: st.holder_tid,
-        holder_tgid: st.holder_tgid,
-        holder_comm: st.holder_comm,
-        comm: comm(),
-        driver: st.driver,
-        holder_stack_id: st.holder_stack_id,
-        _pad: 0,
-    });
+    // Written field by field into the reserved record: building it on the stack and copying
+    // it in costs a byte-wise copy of 208 bytes (see `mem`).
+    let p = entry.as_mut_ptr();
+    mem::zero(p);
+    // SAFETY: the reserved record, zeroed: a valid AttemptEvent.
+    let e = unsafe { &mut *p };
+    e.kind = EventKind::Attempt as u32;
+    e.flags = st.flags;
+    e.tid = cur.tid;
+    e.tgid = cur.tgid;
+    e.episode_start_ns = st.episode_start_ns;
+    e.attempt_start_ns = st.attempt_start_ns;
+    e.attempt_end_ns = now;
+    e.mm = st.mm;
+    e.resv = st.resv;
+    e.wait_held_ns = st.wait_held_ns;
+    e.wait_dropped_ns = st.wait_dropped_ns;
+    e.fence_drop_ns = fence_drop_ns;
+    e.collateral_ns = st.collateral_ns;
+    e.ep_wait_held_ns = st.ep_wait_held_ns;
+    e.ep_wait_dropped_ns = st.ep_wait_dropped_ns;
+    e.ep_collateral_ns = st.ep_collateral_ns;
+    e.pre_lock_wait_ns = st.pre_lock_wait_ns;
+    e.vmf_flags = st.vmf_flags;
+    e.ret = ret;
+    e.reserve_ret = st.reserve_ret;
+    e.wait_ret = st.wait_ret;
+    e.attempt = st.attempts;
+    e.waits = st.waits;
+    e.collateral_waiters = st.collateral_waiters;
+    e.attempt_kind = st.attempt_kind;
+    e.trylock = st.trylock;
+    e.holder_tid = st.holder_tid;
+    e.holder_tgid = st.holder_tgid;
+    set_name(&mut e.holder_comm, get_name(&st.holder_comm));
+    set_name(&mut e.comm, current_comm());
+    set_name(&mut e.driver, get_name(&st.driver));
+    e.holder_stack_id = st.holder_stack_id;
     entry.submit(crate::maps::submit_flags());
 }
 
@@ -548,17 +587,19 @@ fn emit_abandoned(cur: &Current, st: &ThreadState) {
         bump(stat::RINGBUF_DROPS);
         return;
     };
-    entry.write(AbandonedEvent {
-        kind: EventKind::Abandoned as u32,
-        attempts: st.attempts as u32,
-        tid: cur.tid,
-        tgid: cur.tgid,
-        episode_start_ns: st.episode_start_ns,
-        last_attempt_end_ns: st.last_attempt_end_ns,
-        ep_wait_held_ns: st.ep_wait_held_ns,
-        ep_wait_dropped_ns: st.ep_wait_dropped_ns,
-        ep_collateral_ns: st.ep_collateral_ns,
-        comm: comm(),
-    });
+    let p = entry.as_mut_ptr();
+    mem::zero(p);
+    // SAFETY: the reserved record, zeroed: a valid AbandonedEvent.
+    let e = unsafe { &mut *p };
+    e.kind = EventKind::Abandoned as u32;
+    e.attempts = st.attempts as u32;
+    e.tid = cur.tid;
+    e.tgid = cur.tgid;
+    e.episode_start_ns = st.episode_start_ns;
+    e.last_attempt_end_ns = st.last_attempt_end_ns;
+    e.ep_wait_held_ns = st.ep_wait_held_ns;
+    e.ep_wait_dropped_ns = st.ep_wait_dropped_ns;
+    e.ep_collateral_ns = st.ep_collateral_ns;
+    set_name(&mut e.comm, current_comm());
     entry.submit(crate::maps::submit_flags());
 }

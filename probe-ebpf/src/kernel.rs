@@ -1,9 +1,12 @@
 //! Reads of kernel structures at offsets resolved from BTF by userspace (`CONFIG.layout`).
 
-use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf};
-use probe_common::{COMM_LEN, DRIVER_LEN, stat};
+use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel};
+use probe_common::stat;
 
-use crate::maps::{bump, config};
+use crate::{
+    maps::{bump, config},
+    mem::Name,
+};
 
 /// CLOCK_MONOTONIC nanoseconds.
 #[inline(always)]
@@ -27,16 +30,10 @@ fn read<T: Copy>(addr: u64) -> Option<T> {
     }
 }
 
+/// A 16-byte name (comm, module name) at `addr`; zeros if it cannot be read.
 #[inline(always)]
-fn read_bytes<const N: usize>(addr: u64) -> [u8; N] {
-    let mut buf = [0u8; N];
-    if addr != 0 {
-        // SAFETY: as above; the buffer is fully initialised beforehand.
-        if unsafe { bpf_probe_read_kernel_buf(addr as *const u8, &mut buf) }.is_err() {
-            bump(stat::READ_FAULTS);
-        }
-    }
-    buf
+fn read_name(addr: u64) -> Name {
+    read::<Name>(addr).unwrap_or([0; 2])
 }
 
 /// `vmf->vma`.
@@ -79,16 +76,16 @@ pub fn vma_fops(vma: u64) -> u64 {
 
 /// `fops->owner->name`: the module (DRM driver) that owns the mapping's file operations.
 #[inline(always)]
-pub fn driver_name(fops: u64) -> [u8; DRIVER_LEN] {
+pub fn driver_name(fops: u64) -> Name {
     if fops == 0 {
-        return [0; DRIVER_LEN];
+        return [0; 2];
     }
     let owner = read::<u64>(fops + config!(layout.fops_owner) as u64).unwrap_or(0);
     if owner == 0 {
         // Built-in driver: no module.
-        return [0; DRIVER_LEN];
+        return [0; 2];
     }
-    read_bytes::<DRIVER_LEN>(owner + config!(layout.module_name) as u64)
+    read_name(owner + config!(layout.module_name) as u64)
 }
 
 /// Owner task of a ww_mutex (mutex or rt_mutex based): the reservation holder.
@@ -111,7 +108,7 @@ pub fn current_faults() -> u64 {
 pub struct TaskId {
     pub pid: u32,
     pub tgid: u32,
-    pub comm: [u8; COMM_LEN],
+    pub comm: Name,
 }
 
 #[inline(always)]
@@ -119,6 +116,6 @@ pub fn task_id(task: u64) -> TaskId {
     TaskId {
         pid: read::<u32>(task + config!(layout.task_pid) as u64).unwrap_or(0),
         tgid: read::<u32>(task + config!(layout.task_tgid) as u64).unwrap_or(0),
-        comm: read_bytes::<COMM_LEN>(task + config!(layout.task_comm) as u64),
+        comm: read_name(task + config!(layout.task_comm) as u64),
     }
 }

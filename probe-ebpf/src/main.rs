@@ -11,6 +11,7 @@
 mod episode;
 mod kernel;
 mod maps;
+mod mem;
 mod watch;
 
 use aya_ebpf::programs::tracing::StackIdContext;
@@ -303,17 +304,19 @@ fn waiter_done(lock: u64) {
         bump(stat::RINGBUF_DROPS);
         return;
     };
-    entry.write(WaiterEvent {
-        kind: EventKind::Waiter as u32,
-        lock_flags: done.state.lock_flags,
-        tid: cur.tid,
-        tgid: cur.tgid,
-        mm_lock: done.state.mm_lock,
-        begin_ns: done.state.begin_ns,
-        end_ns: now,
-        held_overlap_ns: done.held_overlap_ns,
-        comm: aya_ebpf::helpers::bpf_get_current_comm().unwrap_or([0; 16]),
-    });
+    let p = entry.as_mut_ptr();
+    mem::zero(p);
+    // SAFETY: the reserved record, zeroed: a valid WaiterEvent.
+    let e = unsafe { &mut *p };
+    e.kind = EventKind::Waiter as u32;
+    e.lock_flags = done.state.lock_flags;
+    e.tid = cur.tid;
+    e.tgid = cur.tgid;
+    e.mm_lock = done.state.mm_lock;
+    e.begin_ns = done.state.begin_ns;
+    e.end_ns = now;
+    e.held_overlap_ns = done.held_overlap_ns;
+    mem::set_name(&mut e.comm, mem::current_comm());
     entry.submit(crate::maps::submit_flags());
 }
 

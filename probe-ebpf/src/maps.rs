@@ -46,6 +46,11 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 #[map(name = "THREADS")]
 pub static THREADS: LruHashMap<u32, ThreadState> = LruHashMap::with_max_entries(16384, 0);
 
+/// One all-zero ThreadState, never written: what a thread's first fault inserts into
+/// `THREADS`.
+#[map(name = "ZERO_STATE")]
+pub static ZERO_STATE: Array<ThreadState> = Array::with_max_entries(1, 0);
+
 /// Per-mm watch keyed by `&mm->mmap_lock`, created by the mm's first TTM attempt, kept and
 /// rebased when idle; the LRU bound limits how many mms are followed.
 #[map(name = "MM_WATCH")]

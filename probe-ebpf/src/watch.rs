@@ -4,9 +4,11 @@
 //! * a watch is created by the first TTM attempt of an mm and then kept (the LRU map bounds
 //!   them): the mms that take TTM faults are few (compositor, GL/Vulkan clients), and a fault
 //!   that queues for mmap_lock before it reaches the handler must be seen waiting even when no
-//!   other TTM fault of the mm is in progress at that moment. Whenever no attempt and no waiter
-//!   is left, the watch is rebased (new generation, times relative to now), so its packed sums
-//!   never grow with the watch's age;
+//!   other TTM fault of the mm is in progress at that moment. A thread's faults look the watch
+//!   up only every `WATCH_CHECK_EPISODES` episodes (to re-create it if the LRU evicted it) and
+//!   at every held wait, not at every fault. Whenever no waiter and no held wait is left, the
+//!   watch is rebased (new generation, times relative to now), so its packed sums never grow
+//!   with the watch's age;
 //! * waiters add themselves to a packed (count, sum of begin times) word with one atomic add,
 //!   so a holder's single load is always consistent;
 //! * holders in a held reservation wait are counted, and the time with at least one holder is
@@ -17,7 +19,10 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use aya_ebpf::bindings::BPF_NOEXIST;
 use probe_common::{LCB_F_READ, MmWatch, WAITER_COUNT_SHIFT, WaiterState, stat};
 
-use crate::maps::{MM_WATCH, WAITERS, bump};
+use crate::{
+    maps::{MM_WATCH, WAITERS, bump},
+    mem::put,
+};
 
 /// Atomic add on a u64 in a map value, result unused (BPF_XADD: every kernel and BPF cpu
 /// version; fetching variants need cpu v3 and 5.12+). Followed by [`load`] where the new value
@@ -38,45 +43,39 @@ fn load(p: *const u64) -> u64 {
     unsafe { core::ptr::read_volatile(p) }
 }
 
-/// Registers a TTM attempt on `lock` (handler entry). Returns the watch generation.
+/// The watch of `lock`, created if the mm has none (its first TTM fault, or after the LRU
+/// evicted it). `None` only when the map refuses the insert.
 #[inline(always)]
-pub fn attempt_enter(lock: u64, now: u64) -> u64 {
+pub fn get_or_create(lock: u64, now: u64) -> Option<*mut MmWatch> {
     if lock == 0 {
-        return 0;
+        return None;
     }
-    let mut w = MM_WATCH.get_ptr_mut(lock);
+    if let Some(w) = MM_WATCH.get_ptr_mut(lock) {
+        return Some(w);
+    }
+    let mut fresh = core::mem::MaybeUninit::<MmWatch>::uninit();
+    crate::mem::zero(fresh.as_mut_ptr());
+    // SAFETY: zeroed, so a valid MmWatch; used in place, not moved.
+    let fresh = unsafe { &mut *fresh.as_mut_ptr() };
+    put(&mut fresh.base_ns, now);
+    // Another CPU may win the race; either way an entry exists afterwards.
+    #[allow(clippy::needless_borrows_for_generic_args)] // by value would copy it (see `mem`)
+    let _ = MM_WATCH.insert(lock, &*fresh, BPF_NOEXIST as u64);
+    let w = MM_WATCH.get_ptr_mut(lock);
     if w.is_none() {
-        let fresh = MmWatch {
-            base_ns: now,
-            ..MmWatch::default()
-        };
-        // Another CPU may win the race; either way an entry exists afterwards.
-        let _ = MM_WATCH.insert(lock, fresh, BPF_NOEXIST as u64);
-        w = MM_WATCH.get_ptr_mut(lock);
+        bump(stat::WATCH_MAP_FULL);
     }
-    match w {
-        Some(w) => {
-            // SAFETY: valid map value pointer.
-            unsafe {
-                add(&raw mut (*w).attempts, 1);
-                (*w).base_ns
-            }
-        }
-        None => {
-            bump(stat::WATCH_MAP_FULL);
-            0
-        }
-    }
+    w
 }
 
-/// Starts a new generation when the watch is idle (no attempt, no waiter): relative times
-/// restart from `now`.
+/// Starts a new generation when the watch is idle (no waiter, no held reservation wait):
+/// relative times restart from `now`. Nothing else refers to the old generation then: a
+/// fault takes the generation when its held wait begins, which blocks rebasing.
 #[inline(always)]
 unsafe fn rebase_if_idle(w: *mut MmWatch, now: u64) {
     // SAFETY: the caller passes a valid map value pointer.
     unsafe {
-        if load(&raw const (*w).attempts) == 0
-            && load(&raw const (*w).waiters) >> WAITER_COUNT_SHIFT == 0
+        if load(&raw const (*w).waiters) >> WAITER_COUNT_SHIFT == 0
             && load(&raw const (*w).holders) == 0
         {
             (*w).waiters = 0;
@@ -86,37 +85,18 @@ unsafe fn rebase_if_idle(w: *mut MmWatch, now: u64) {
     }
 }
 
-/// Unregisters a TTM attempt (handler return).
+/// A held reservation wait starts: returns the waiter snapshot and the watch generation
+/// (`base_ns`, which cannot change until [`held_wait_end`]), or `None` without a watch.
 #[inline(always)]
-pub fn attempt_exit(lock: u64, base: u64, now: u64) {
-    if lock == 0 {
-        return;
-    }
-    if let Some(w) = MM_WATCH.get_ptr_mut(lock) {
-        // SAFETY: valid map value pointer.
-        unsafe {
-            if (*w).base_ns != base {
-                return;
-            }
-            add(&raw mut (*w).attempts, u64::MAX);
-            rebase_if_idle(w, now);
+pub fn held_wait_begin(lock: u64, now: u64) -> Option<(u64, u64)> {
+    let w = get_or_create(lock, now)?;
+    // SAFETY: valid map value pointer.
+    unsafe {
+        add(&raw mut (*w).holders, 1);
+        if load(&raw const (*w).holders) == 1 {
+            (*w).cover_start_ns = now;
         }
-    }
-}
-
-/// A held reservation wait starts: returns the waiter snapshot.
-#[inline(always)]
-pub fn held_wait_begin(lock: u64, now: u64) -> u64 {
-    match MM_WATCH.get_ptr_mut(lock) {
-        Some(w) => unsafe {
-            // SAFETY: valid map value pointer.
-            add(&raw mut (*w).holders, 1);
-            if load(&raw const (*w).holders) == 1 {
-                (*w).cover_start_ns = now;
-            }
-            load(&raw const (*w).waiters)
-        },
-        None => 0,
+        Some((load(&raw const (*w).waiters), (*w).base_ns))
     }
 }
 
@@ -168,17 +148,18 @@ pub fn waiter_begin(tid: u32, lock: u64, lock_flags: u32, now: u64) {
     };
     // SAFETY: valid map value pointer.
     let base = unsafe { (*w).base_ns };
-    let state = WaiterState {
-        mm_lock: lock,
-        watch_base_ns: base,
-        begin_ns: now,
-        covered_at_begin_ns: coverage(w, now),
-        end_ns: 0,
-        faults_at_end: 0,
-        lock_flags,
-        _pad: 0,
-    };
-    if WAITERS.insert(tid, state, 0).is_err() {
+    let mut state = core::mem::MaybeUninit::<WaiterState>::uninit();
+    crate::mem::zero(state.as_mut_ptr());
+    // SAFETY: zeroed, so a valid WaiterState; used in place, not moved.
+    let state = unsafe { &mut *state.as_mut_ptr() };
+    put(&mut state.mm_lock, lock);
+    put(&mut state.watch_base_ns, base);
+    put(&mut state.begin_ns, now);
+    put(&mut state.covered_at_begin_ns, coverage(w, now));
+    put(&mut state.lock_flags, lock_flags);
+    #[allow(clippy::needless_borrows_for_generic_args)] // by value would copy it (see `mem`)
+    let inserted = WAITERS.insert(tid, &*state, 0);
+    if inserted.is_err() {
         bump(stat::WAITER_MAP_FULL);
         return;
     }
