@@ -67,3 +67,14 @@ observe_bpftrace() {
     if kill -0 $P 2>/dev/null; then echo hung > "$LAB_OUT/r$1-bpftrace.hung"; kill -KILL $P; fi
     wait $P || [ -f "$LAB_OUT/r$1-bpftrace.hung" ] || { echo "bpftrace failed"; cat "$LAB_OUT/r$1-bpftrace.txt"; exit 6; }
 }
+# Where ttmlat's kernel time goes: one more ttm loop under `record --program-costs` (the
+# kernel's BPF run-time statistics). Not one of the measured runs: the statistics cost too.
+profile_costs() {
+    rm -f /tmp/ttmlat.ready
+    "$TTMLAT" record -o "$LAB_OUT/costs.rec.json" --ready-file /tmp/ttmlat.ready --program-costs > "$LAB_OUT/costs.txt" 2>&1 &
+    P=$!
+    for i in $(seq 1 600); do [ -f /tmp/ttmlat.ready ] && break; kill -0 $P 2>/dev/null || break; sleep 0.1; done
+    [ -f /tmp/ttmlat.ready ] || { echo "ttmlat --program-costs did not attach"; cat "$LAB_OUT/costs.txt"; exit 7; }
+    "$TTMLAT" workload throughput --kind ttm --duration ${LOOP_SECONDS}s > "$LAB_OUT/costs-ttm.json"
+    kill -INT $P; wait $P || { echo "ttmlat --program-costs failed"; cat "$LAB_OUT/costs.txt"; exit 8; }
+}

@@ -85,6 +85,15 @@ fn run(args: &BenchOverheadArgs) -> Result<()> {
             args.seconds
         );
         print!("{}{observed}", overhead::render(&rows, &header));
+        // Runs made before the program-cost pass existed have none.
+        if dir.join("costs.rec.json").exists() {
+            let costs = overhead::collect_program_costs(dir)?;
+            let ns_per_instruction = (!args.wall_clock).then(|| f64::from(1u32 << ICOUNT_SHIFT));
+            print!(
+                "{}",
+                overhead::render_program_costs(&costs, ns_per_instruction)
+            );
+        }
         return Ok(());
     }
     // A private copy: a rebuild must not replace the binary under the running guest.
@@ -99,11 +108,11 @@ fn run(args: &BenchOverheadArgs) -> Result<()> {
     for kernel in &args.kernels {
         let t0 = Instant::now();
         let script = overhead::guest_script(args.rounds, args.seconds, &bt_str);
-        // Per round: 15 loop runs, three observer start-ups (bpftrace compiles for ~30 s under TCG).
         // Per round: 24 loop runs, three observer start-ups (bpftrace compiles for ~30 s
         // under TCG); under icount guest time runs slower than the host's clock.
         let per_round = 6 * overhead::LOADS.len() as u64 * u64::from(args.seconds) + 150;
-        let budget = 120 + u64::from(args.rounds) * per_round;
+        // Plus the program-cost pass: one ttmlat start-up and one loop.
+        let budget = 120 + u64::from(args.rounds) * per_round + 60 + u64::from(args.seconds);
         let mut spec = LabSpec::new(kernel.as_str(), &script)
             .env("TTMLAT", ttmlat.display().to_string())
             .timeout(Duration::from_secs(budget));
@@ -133,7 +142,13 @@ fn run(args: &BenchOverheadArgs) -> Result<()> {
         );
         let (m, observed) = overhead::collect(&run.out_dir, args.rounds)?;
         let rows = overhead::summarize(&m)?;
-        let text = format!("{}{observed}", overhead::render(&rows, &header));
+        let costs = overhead::collect_program_costs(&run.out_dir)?;
+        let ns_per_instruction = (!args.wall_clock).then(|| f64::from(1u32 << ICOUNT_SHIFT));
+        let text = format!(
+            "{}{observed}{}",
+            overhead::render(&rows, &header),
+            overhead::render_program_costs(&costs, ns_per_instruction)
+        );
         let dir = out.join(kernel);
         fs::create_dir_all(&dir)?;
         fs::write(dir.join("summary.txt"), &text)?;
@@ -149,7 +164,7 @@ fn run(args: &BenchOverheadArgs) -> Result<()> {
             "kernel": {"alias": kernel, "release": run.kernel.release,
                         "package": run.kernel.package, "version": run.kernel.version},
             "rounds": args.rounds, "seconds_per_loop": args.seconds, "mode": mode,
-            "rows": rows, "runs": runs, "run_dir": run.run_dir,
+            "rows": rows, "runs": runs, "program_costs": costs, "run_dir": run.run_dir,
         });
         fs::write(
             dir.join("summary.json"),

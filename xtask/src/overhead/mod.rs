@@ -8,6 +8,9 @@ use anyhow::{Context, Result, bail, ensure};
 use serde::Serialize;
 use serde_json::Value;
 
+mod costs;
+pub use costs::{ProgramCost, collect_program_costs, render_program_costs};
+
 /// Who watches the loops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -67,7 +70,7 @@ pub fn order(round: u32) -> [Observer; Observer::ALL.len()] {
 
 /// The guest functions (`lab/overhead/guest.sh`); [`guest_script`] adds the settings and the
 /// schedule.
-const GUEST_SCRIPT: &str = include_str!("../../lab/overhead/guest.sh");
+const GUEST_SCRIPT: &str = include_str!("../../../lab/overhead/guest.sh");
 
 /// The guest script. Writes `$LAB_OUT/r<round>-<observer>-<load>.json` (one line of
 /// `ttmlat workload throughput`), `r<round>-{ttmlat,hooks}.rec.json` (the recordings),
@@ -85,6 +88,7 @@ pub fn guest_script(rounds: u32, seconds: u32, bpftrace_script: &str) -> String 
             let _ = writeln!(s, "observe_{} {round}", o.name());
         }
     }
+    s.push_str("echo \"program costs\"\nprofile_costs\n");
     s
 }
 
