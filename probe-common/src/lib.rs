@@ -83,6 +83,10 @@ pub struct KernelLayout {
     /// `struct task_struct` → `min_flt` / `maj_flt` (faults completed by the task).
     pub task_min_flt: u32,
     pub task_maj_flt: u32,
+    /// `struct drm_gem_object` → `resv` (drm module BTF): the reservation of the GEM object
+    /// passed to `drm_exec_lock_obj` by xe's fault handler (6.18+). 0 when not needed.
+    pub gem_object_resv: u32,
+    pub _pad: u32,
 }
 
 /// Run-time configuration handed to the probes as the global `CONFIG` before load.
@@ -563,8 +567,8 @@ mod tests {
 
     #[test]
     fn records_have_no_implicit_padding() {
-        assert_eq!(size_of::<KernelLayout>(), 14 * 4);
-        assert_eq!(size_of::<ProbeConfig>(), 56 + 4 + 4 + 16 + 4 + 4 + 8 + 8);
+        assert_eq!(size_of::<KernelLayout>(), 16 * 4);
+        assert_eq!(size_of::<ProbeConfig>(), 64 + 4 + 4 + 16 + 4 + 4 + 8 + 8);
         assert_eq!(
             size_of::<AttemptEvent>(),
             4 * 4 + 13 * 8 + 4 * 4 + 3 * 2 + 2 + 2 * 4 + 3 * 16 + 8

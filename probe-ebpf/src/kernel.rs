@@ -88,6 +88,16 @@ pub fn driver_name(fops: u64) -> Name {
     read_name(owner + config!(layout.module_name) as u64)
 }
 
+/// `obj->resv` of a `struct drm_gem_object` (xe 6.18+ call sites); 0 if unknown.
+#[inline(always)]
+pub fn gem_object_resv(obj: u64) -> u64 {
+    let off = config!(layout.gem_object_resv);
+    if off == 0 {
+        return 0;
+    }
+    read::<u64>(obj + off as u64).unwrap_or(0)
+}
+
 /// Owner task of a ww_mutex (mutex or rt_mutex based): the reservation holder.
 #[inline(always)]
 pub fn ww_mutex_owner(lock: u64) -> u64 {

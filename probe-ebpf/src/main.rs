@@ -189,6 +189,21 @@ pub fn site_lock_call(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// `call drm_exec_lock_obj(exec, obj)` in xe's `xe_bo_cpu_fault` (xe 6.18+, which no longer
+/// calls `ttm_bo_vm_reserve`): xe's reservation wait begins, after its fastpath's trylock
+/// failed; the ww_mutex is `obj->resv->lock` (offset 0 of `struct dma_resv`). Its end is the
+/// `site_lock_ret` after the call.
+#[kprobe]
+pub fn site_exec_lock_call(ctx: ProbeContext) -> u32 {
+    if let Some(obj) = ctx.arg::<u64>(1) {
+        let resv = kernel::gem_object_resv(obj);
+        if resv != 0 {
+            episode::wait_enter(resv, Seen::InReserveSite);
+        }
+    }
+    0
+}
+
 /// The instruction after such a call: the wait ended with `rax` (0, -EINTR, -EDEADLK...).
 #[kprobe]
 pub fn site_lock_ret(ctx: ProbeContext) -> u32 {

@@ -26,6 +26,8 @@ pub static CONFIG: ProbeConfig = ProbeConfig {
         task_comm: 0,
         task_min_flt: 0,
         task_maj_flt: 0,
+        gem_object_resv: 0,
+        _pad: 0,
     },
     filter_tgid: 0,
     filter_comm_set: 0,

@@ -40,12 +40,15 @@ pub fn put<T: Copy>(p: &mut T, v: T) {
 /// A task or module name as two words: what `bpf_get_current_comm` and kernel reads fill.
 pub type Name = [u64; COMM_LEN / 8];
 
-/// The current task's comm, without a zeroing loop (the helper NUL-pads what it writes).
+/// The current task's comm, zero-padded, without a byte loop. The helper pads with zeros only
+/// from 6.x's `strscpy_pad` on; 6.1 uses `strscpy`, which leaves the bytes after the NUL as
+/// they were, so the buffer is zeroed first (two stores). Comparisons and map keys use all
+/// 16 bytes.
 #[inline(always)]
 pub fn current_comm() -> Name {
     let mut name = core::mem::MaybeUninit::<Name>::uninit();
-    // SAFETY: `name` is COMM_LEN writable bytes; the helper fills all of them (NUL-padded,
-    // or zeroed when it fails), so no zeroing of our own is needed.
+    zero(name.as_mut_ptr());
+    // SAFETY: `name` is COMM_LEN writable, zeroed bytes; on failure the helper zeroes them.
     unsafe {
         aya_ebpf::helpers::generated::bpf_get_current_comm(
             name.as_mut_ptr().cast(),

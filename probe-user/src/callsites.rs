@@ -45,6 +45,9 @@ pub enum SiteRole {
     LockCall,
     /// The instruction after such a call: the wait ended; `rax` is its result.
     LockReturn,
+    /// `call drm_exec_lock_obj(exec, obj)` in xe's `xe_bo_cpu_fault` (6.18+): the
+    /// reservation wait begins; `rsi` is the GEM object, whose `resv` is the ww_mutex.
+    ExecLockCall,
 }
 
 impl SiteRole {
@@ -56,6 +59,7 @@ impl SiteRole {
             SiteRole::UnlockInHandler => "site_unlock_in_handler",
             SiteRole::LockCall => "site_lock_call",
             SiteRole::LockReturn => "site_lock_ret",
+            SiteRole::ExecLockCall => "site_exec_lock_call",
         }
     }
 }
@@ -69,12 +73,22 @@ pub enum FunctionKind {
     Handler,
     /// `ttm_bo_vm_access` / `ttm_bo_access` (6.14+): reservation taken with mmap_lock held.
     Access,
+    /// xe's `xe_bo_cpu_fault` (6.18+): the mmap_lock drop before the wait and the drm_exec
+    /// reservation wait, the roles `ttm_bo_vm_reserve` has for the other drivers.
+    XeFault,
+    /// xe's `xe_bo_cpu_fault_fastpath` (6.18+): the trylock of the reservation.
+    XeFastpath,
 }
 
 /// The callees whose call sites are probed.
 const UP_READ: &str = "up_read";
 const TRYLOCK: &str = "ww_mutex_trylock";
 const LOCKS: [&str; 2] = ["ww_mutex_lock_interruptible", "ww_mutex_lock"];
+const EXEC_LOCK: &str = "drm_exec_lock_obj";
+
+fn probed_callee(callee: &str) -> bool {
+    callee == UP_READ || callee == TRYLOCK || callee == EXEC_LOCK || LOCKS.contains(&callee)
+}
 
 fn roles(kind: FunctionKind, callee: &str) -> &'static [SiteRole] {
     use SiteRole::*;
@@ -85,6 +99,9 @@ fn roles(kind: FunctionKind, callee: &str) -> &'static [SiteRole] {
         (FunctionKind::Reserve | FunctionKind::Access, c) if LOCKS.contains(&c) => {
             &[LockCall, LockReturn]
         }
+        (FunctionKind::XeFault, UP_READ) => &[UnlockInReserve],
+        (FunctionKind::XeFault, EXEC_LOCK) => &[ExecLockCall, LockReturn],
+        (FunctionKind::XeFault | FunctionKind::XeFastpath, TRYLOCK) => &[TrylockReturn],
         _ => &[],
     }
 }
@@ -152,7 +169,7 @@ pub fn scan(elf: &[u8], functions: &BTreeMap<String, FunctionKind>) -> Result<Ve
             let Ok(callee) = file.symbol_by_index(idx).and_then(|s| s.name()) else {
                 continue;
             };
-            if callee != UP_READ && callee != TRYLOCK && !LOCKS.contains(&callee) {
+            if !probed_callee(callee) {
                 continue;
             }
             let Some(insn) = at.checked_sub(1) else {
@@ -258,14 +275,22 @@ impl SitePlan {
     }
 }
 
+/// xe's fault handler from 6.18 on and the function holding its trylock.
+const XE_FAULT: &str = "xe_bo_cpu_fault";
+const XE_FASTPATH: &str = "xe_bo_cpu_fault_fastpath";
+
 /// Which module functions are probed at their call sites, from the attach plan.
 pub fn functions_of(plan: &AttachPlan) -> BTreeMap<String, BTreeMap<String, FunctionKind>> {
     let mut by_module: BTreeMap<String, BTreeMap<String, FunctionKind>> = BTreeMap::new();
     for (sym, module) in &plan.fault_handlers {
-        by_module
-            .entry(module.clone())
-            .or_default()
-            .insert(sym.clone(), FunctionKind::Handler);
+        let functions = by_module.entry(module.clone()).or_default();
+        if sym == XE_FAULT {
+            // xe 6.18+: the reservation logic is in xe's own functions.
+            functions.insert(sym.clone(), FunctionKind::XeFault);
+            functions.insert(XE_FASTPATH.into(), FunctionKind::XeFastpath);
+        } else {
+            functions.insert(sym.clone(), FunctionKind::Handler);
+        }
     }
     // The reserve, fault_reserved and access functions live in ttm.
     let ttm = plan
@@ -524,6 +549,129 @@ mod tests {
                 ("reserve", 8, SiteRole::UnlockInReserve),
                 ("reserve", 13, SiteRole::LockCall),
                 ("reserve", 18, SiteRole::LockReturn),
+            ]
+        );
+        Ok(())
+    }
+
+    /// A relocatable x86-64 object whose functions are only `call rel32`s to the callees
+    /// listed, in order (5 bytes each, each function starting at a multiple of 16).
+    fn calls_object(functions: &[(&str, &[&str])]) -> Vec<u8> {
+        use object::write::{Object as W, Relocation, Symbol, SymbolSection};
+        use object::{
+            Architecture, BinaryFormat, Endianness, SymbolFlags, SymbolKind, SymbolScope,
+        };
+        let mut o = W::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
+        let text = o.add_section(Vec::new(), b".text".to_vec(), object::SectionKind::Text);
+        let mut code = Vec::new();
+        let mut relocs = Vec::new();
+        let mut symbols = Vec::new();
+        for (name, callees) in functions {
+            while code.len() % 16 != 0 {
+                code.push(0xcc);
+            }
+            let start = code.len() as u64;
+            for callee in *callees {
+                code.push(CALL_REL32);
+                relocs.push((code.len() as u64, *callee));
+                code.extend_from_slice(&[0; 4]);
+            }
+            symbols.push((*name, start, code.len() as u64 - start));
+        }
+        o.append_section_data(text, &code, 16);
+        for (name, value, size) in symbols {
+            o.add_symbol(Symbol {
+                name: name.as_bytes().to_vec(),
+                value,
+                size,
+                kind: SymbolKind::Text,
+                scope: SymbolScope::Linkage,
+                weak: false,
+                section: SymbolSection::Section(text),
+                flags: SymbolFlags::None,
+            });
+        }
+        let mut externs = BTreeMap::new();
+        for (at, callee) in relocs {
+            let sym = *externs.entry(callee).or_insert_with(|| {
+                o.add_symbol(Symbol {
+                    name: callee.as_bytes().to_vec(),
+                    value: 0,
+                    size: 0,
+                    kind: SymbolKind::Text,
+                    scope: SymbolScope::Linkage,
+                    weak: false,
+                    section: SymbolSection::Undefined,
+                    flags: SymbolFlags::None,
+                })
+            });
+            o.add_relocation(
+                text,
+                Relocation {
+                    offset: at,
+                    symbol: sym,
+                    addend: -4,
+                    flags: RelocationFlags::Elf {
+                        r_type: R_X86_64_PLT32,
+                    },
+                },
+            )
+            .expect("relocation");
+        }
+        o.write().expect("ELF")
+    }
+
+    /// xe 6.18+ (checked against Debian 7.2.13's xe.ko): the trylock is in the fastpath
+    /// (twice), the mmap_lock drop and the drm_exec wait in xe_bo_cpu_fault; calls to other
+    /// functions are not probed.
+    #[test]
+    fn xe_sites_are_its_trylock_drop_and_drm_exec_wait() -> Result<()> {
+        let elf = calls_object(&[
+            (
+                XE_FASTPATH,
+                &[
+                    "xe_validation_ctx_init",
+                    TRYLOCK,
+                    "ww_mutex_unlock",
+                    TRYLOCK,
+                ],
+            ),
+            (
+                XE_FAULT,
+                &["drm_dev_enter", EXEC_LOCK, "xe_bo_put", UP_READ],
+            ),
+        ]);
+        let plan = AttachPlan {
+            fault_handlers: vec![
+                ("ttm_bo_vm_fault".into(), "ttm".into()),
+                (XE_FAULT.into(), "xe".into()),
+            ],
+            reserve: Some("ttm_bo_vm_reserve".into()),
+            access: None,
+            trylock: Some(TRYLOCK.into()),
+            resv_lock: vec![LOCKS[0].into()],
+            read_unlock: UP_READ.into(),
+            contention: crate::discovery::ContentionSource::Tracepoints,
+        };
+        let functions = functions_of(&plan);
+        let xe = functions.get("xe").expect("xe's functions are probed");
+        assert_eq!(xe.get(XE_FAULT), Some(&FunctionKind::XeFault));
+        assert_eq!(xe.get(XE_FASTPATH), Some(&FunctionKind::XeFastpath));
+        assert!(functions["ttm"].contains_key("ttm_bo_vm_reserve"));
+        let sites = scan(&elf, xe)?;
+        let got: Vec<(&str, u64, SiteRole)> = sites
+            .iter()
+            .map(|s| (s.function.as_str(), s.offset, s.role))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                // drm_exec_lock_obj called at 5, returns to 10.
+                (XE_FAULT, 5, SiteRole::ExecLockCall),
+                (XE_FAULT, 10, SiteRole::LockReturn),
+                (XE_FAULT, 15, SiteRole::UnlockInReserve),
+                (XE_FASTPATH, 10, SiteRole::TrylockReturn),
+                (XE_FASTPATH, 20, SiteRole::TrylockReturn),
             ]
         );
         Ok(())

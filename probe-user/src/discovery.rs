@@ -101,7 +101,12 @@ const FAULT_HANDLERS: &[FaultHandler] = &[
     },
     FaultHandler {
         symbol: "xe_gem_fault",
-        note: "xe 6.8–6.18",
+        note: "xe 6.8–6.17 (calls ttm_bo_vm_reserve)",
+    },
+    FaultHandler {
+        symbol: "xe_bo_cpu_fault",
+        note: "xe 6.18+: its own trylock (xe_bo_cpu_fault_fastpath), mmap_lock drop and \
+               drm_exec wait; no ttm_bo_vm_reserve",
     },
 ];
 
@@ -279,6 +284,7 @@ mod tests {
 
     const DEBIAN_6_1: &str = "6.1.0-56-amd64";
     const DEBIAN_6_12: &str = "6.12.117+deb12-amd64";
+    const DEBIAN_7_2: &str = "7.2.13+deb14-amd64";
 
     fn handlers(p: &AttachPlan) -> Vec<String> {
         p.fault_handlers
@@ -334,6 +340,44 @@ mod tests {
                 ]
             );
         }
+    }
+
+    /// Debian unstable's 7.2.13 (the lab's `newest`): xe has its own handler and no longer
+    /// calls ttm_bo_vm_reserve (6.18+), bochs left TTM (6.13), ttm_bo_access exists beside
+    /// ttm_bo_vm_access.
+    #[test]
+    fn debian_7_2_each_driver() {
+        let cases: &[(&str, &[&str])] = &[
+            ("amdgpu", &["amdgpu_gem_fault@amdgpu"]),
+            ("radeon", &["radeon_gem_fault@radeon"]),
+            ("nouveau", &["nouveau_ttm_fault@nouveau"]),
+            (
+                "vmwgfx",
+                &["vmw_bo_vm_fault@vmwgfx", "vmw_bo_vm_mkwrite@vmwgfx"],
+            ),
+            ("i915", &["vm_fault_ttm@i915"]),
+            ("xe", &["xe_bo_cpu_fault@xe"]),
+            ("qxl", &[]),
+            ("drm_vram_helper", &[]),
+        ];
+        for (driver, own) in cases {
+            let t = debian(DEBIAN_7_2, &["vmlinux", "ttm", driver]);
+            let p = plan(&t, true).unwrap_or_else(|e| panic!("{driver}: {e}"));
+            let mut want = vec!["ttm_bo_vm_fault@ttm".to_string()];
+            want.extend(own.iter().map(|s| s.to_string()));
+            assert_eq!(handlers(&p), want, "{driver} on 7.2");
+            assert_eq!(p.reserve.as_deref(), Some("ttm_bo_vm_reserve"));
+            assert_eq!(p.access.as_deref(), Some("ttm_bo_vm_access"));
+            assert_eq!(p.trylock.as_deref(), Some("ww_mutex_trylock"));
+        }
+        let xe = debian(DEBIAN_7_2, &["xe"]);
+        assert!(
+            xe.module_of("xe_gem_fault").is_none(),
+            "xe_gem_fault is gone in 7.2"
+        );
+        assert!(xe.module_of("xe_bo_cpu_fault_fastpath").is_some());
+        let bochs = debian(DEBIAN_7_2, &["vmlinux", "bochs"]);
+        assert_eq!(plan(&bochs, true), Err(PlanError::NoTtm), "bochs left TTM");
     }
 
     #[test]

@@ -57,7 +57,41 @@ pub fn resolve(btf: &Btf) -> Result<KernelLayout, LayoutError> {
         task_comm: r.offset("task_struct", &["comm"])?,
         task_min_flt: r.offset("task_struct", &["min_flt"])?,
         task_maj_flt: r.offset("task_struct", &["maj_flt"])?,
+        // Only for xe's call sites; see `gem_object_resv`.
+        gem_object_resv: 0,
+        _pad: 0,
     })
+}
+
+/// `struct drm_gem_object` → `resv`, for the `drm_exec_lock_obj(exec, obj)` call sites in
+/// xe's fault handler (6.18+). From vmlinux BTF where DRM is built in, otherwise from the drm
+/// module's split BTF (`<btf_dir>/drm`, Linux 5.11+ with CONFIG_DEBUG_INFO_BTF_MODULES).
+pub fn gem_object_resv(vmlinux: &Path, btf_dir: &Path) -> Result<u32, LayoutError> {
+    let read = |path: &Path, base: Option<&Btf>| {
+        match base {
+            Some(b) => Btf::from_split_file(path, b),
+            None => Btf::from_file(path),
+        }
+        .map_err(|source| LayoutError::Read {
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let base = read(vmlinux, None)?;
+    // The probes take `resv` itself as the ww_mutex.
+    let lock = (Resolver { btf: &base }).offset("dma_resv", &["lock"])?;
+    if lock != 0 {
+        return Err(LayoutError::NoMember(
+            "dma_resv".into(),
+            "lock".into(),
+            format!("lock at offset {lock}, not 0"),
+        ));
+    }
+    if let Ok(off) = (Resolver { btf: &base }).offset("drm_gem_object", &["resv"]) {
+        return Ok(off);
+    }
+    let drm = read(&btf_dir.join("drm"), Some(&base))?;
+    (Resolver { btf: &drm }).offset("drm_gem_object", &["resv"])
 }
 
 struct Resolver<'a> {

@@ -496,7 +496,9 @@ mod tests {
                 }
             }
         }
-        assert!(calls.is_empty(), "byte-loop calls in the eBPF object: {calls:?}");
+        assert!(
+            calls.is_empty(),
+            "byte-loop calls in the eBPF object: {calls:?}"
+        );
     }
 }
-

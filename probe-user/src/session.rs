@@ -253,6 +253,17 @@ pub async fn run_with_sink(
     // drains every DRAIN_EVERY.
     config.wake_bytes = u64::from(ring_bytes / 8);
     let (sites, hook_sites) = choose_sites(args, &plan, &kernel.release)?;
+    if let Some(sites) = &sites
+        && sites
+            .sites()
+            .any(|s| s.role == crate::callsites::SiteRole::ExecLockCall)
+    {
+        config.layout.gem_object_resv = crate::layout::gem_object_resv(
+            std::path::Path::new("/sys/kernel/btf/vmlinux"),
+            std::path::Path::new("/sys/kernel/btf"),
+        )
+        .context("xe's fault handler (6.18+) waits in drm_exec_lock_obj(exec, obj): its reservation is obj->resv")?;
+    }
     let stats_enabled = if args.program_costs {
         Some(crate::prog_fdinfo::enable_run_time_stats()?)
     } else {

@@ -1,0 +1,143 @@
+//! xe's own fault path (6.18+: `xe_bo_cpu_fault`, no `ttm_bo_vm_reserve`) on the newest
+//! Debian kernel. QEMU has no Intel GPU, so no xe fault can be made here; what this test
+//! checks is everything short of that, on the real module: `modprobe xe` (which registers
+//! its PCI driver without a device), then ttmlat's discovery must plan xe's handler, its call
+//! sites must be the ones binutils' `objdump` finds in the very `xe.ko` the guest loaded (an
+//! independent decoder), they must attach, and the qxl fault path must still be counted
+//! exactly while they are attached.
+//!
+//! Run with `cargo test -p xtask --test lab_xe -- --ignored`.
+
+use std::{collections::BTreeSet, fs, process::Command};
+
+use anyhow::{Context, Result, ensure};
+use serde_json::Value;
+use xtask::{lab::TtmVariant, labtest};
+
+/// The call sites ttmlat should hook in xe, as `function+0xoffset`, from `objdump -dr` of the
+/// module: a `call` whose relocation names one of the probed callees, inside xe's fault
+/// handler or its fastpath. The drop (`up_read`) and the wait's start are the call itself;
+/// the trylock's result and the wait's end are read at the instruction after the call.
+fn objdump_sites(ko_xz: &std::path::Path) -> Result<BTreeSet<String>> {
+    let ko = std::env::temp_dir().join(format!("lab-xe-{}.ko", std::process::id()));
+    let xz = Command::new("xz")
+        .arg("-dc")
+        .arg(ko_xz)
+        .output()
+        .context("running xz")?;
+    ensure!(xz.status.success(), "xz -dc {} failed", ko_xz.display());
+    fs::write(&ko, &xz.stdout)?;
+    let mut sites = BTreeSet::new();
+    for function in ["xe_bo_cpu_fault", "xe_bo_cpu_fault_fastpath"] {
+        let out = Command::new("objdump")
+            .args(["-dr", "--no-show-raw-insn"])
+            .arg(format!("--disassemble={function}"))
+            .arg(&ko)
+            .output()
+            .context("running objdump (binutils)")?;
+        ensure!(out.status.success(), "objdump failed");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut start = None;
+        let mut last_insn: Option<(u64, bool)> = None;
+        for line in text.lines() {
+            let t = line.trim();
+            if let Some(addr) = t.strip_suffix(&format!(" <{function}>:")) {
+                start = u64::from_str_radix(addr, 16).ok();
+            } else if let Some((addr, rest)) = t.split_once(':') {
+                let Ok(a) = u64::from_str_radix(addr, 16) else {
+                    continue;
+                };
+                let rest = rest.trim_start();
+                if !rest.starts_with("R_X86_64_") {
+                    last_insn = Some((a, rest.starts_with("call")));
+                    continue;
+                }
+                // A relocation line: it belongs to the call before it only if it is that
+                // call's rel32 (this objdump also lists other relocations of the section).
+                let (Some(s), Some((insn, true))) = (start, last_insn) else {
+                    continue;
+                };
+                if a != insn + 1 {
+                    continue;
+                }
+                let callee = rest.split_whitespace().nth(1).unwrap_or("");
+                let callee = callee.split(['-', '+']).next().unwrap_or("");
+                let (call, after) = (insn - s, insn + 5 - s);
+                match callee {
+                    "up_read" => {
+                        sites.insert(format!("{function}+{call:#x}"));
+                    }
+                    "drm_exec_lock_obj" => {
+                        sites.insert(format!("{function}+{call:#x}"));
+                        sites.insert(format!("{function}+{after:#x}"));
+                    }
+                    "ww_mutex_trylock" => {
+                        sites.insert(format!("{function}+{after:#x}"));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    let _ = fs::remove_file(&ko);
+    Ok(sites)
+}
+
+#[test]
+#[ignore = "boots the newest Debian kernel in QEMU; run with --ignored"]
+fn newest_with_xe_loaded_hooks_xe_own_fault_path() -> Result<()> {
+    let body = format!(
+        r#"modprobe xe
+grep -qw xe_bo_cpu_fault /proc/kallsyms || {{ echo "xe_bo_cpu_fault not in kallsyms"; exit 3; }}
+$TTMLAT check > $LAB_OUT/check.txt 2>&1 || {{ cat $LAB_OUT/check.txt; exit 3; }}
+{start}$TTMLAT workload touch --size 2M --json > $LAB_OUT/touch.json
+{stop}"#,
+        start = labtest::record_start("rec", ""),
+        stop = labtest::record_stop("rec", "INT"),
+    );
+    let run = labtest::run_script("newest", TtmVariant::Stock, &body)?;
+    let rec: Value = serde_json::from_str(&fs::read_to_string(run.out_dir.join("rec.json"))?)?;
+    let touch: Value = serde_json::from_str(&fs::read_to_string(run.out_dir.join("touch.json"))?)?;
+    let handlers = rec["meta"]["handlers"].to_string();
+    ensure!(
+        handlers.contains("xe_bo_cpu_fault [xe]"),
+        "xe's handler is not in the plan: {handlers}"
+    );
+    let points: BTreeSet<String> = rec["meta"]["attach_points"]
+        .as_array()
+        .context("attach_points")?
+        .iter()
+        .filter_map(Value::as_str)
+        .filter_map(|p| p.strip_prefix("kprobe:"))
+        .filter(|p| p.starts_with("xe_bo_cpu_fault"))
+        .map(str::to_string)
+        .collect();
+    let ko = run
+        .kernel
+        .root
+        .join("lib/modules")
+        .join(&run.kernel.release)
+        .join("kernel/drivers/gpu/drm/xe/xe.ko.xz");
+    let mut want = objdump_sites(&ko)?;
+    want.insert("xe_bo_cpu_fault".into());
+    eprintln!("xe sites: ttmlat {points:?}, objdump {want:?}");
+    ensure!(
+        want.len() >= 5,
+        "objdump found too few xe call sites ({want:?}): has xe_bo_cpu_fault changed?"
+    );
+    ensure!(
+        points == want,
+        "ttmlat hooked {points:?} in xe, objdump finds {want:?}"
+    );
+    // With xe's sites attached, qxl's TTM faults are still counted one for one.
+    let pid = touch["pid"].as_u64().context("touch pid")?;
+    let p = &rec["processes"][pid.to_string()];
+    let faults = touch["minflt"].as_u64().context("touch minflt")?
+        + touch["majflt"].as_u64().context("touch majflt")?;
+    let attempts = p["attempts"].as_u64().context("touch process attempts")?;
+    ensure!(
+        attempts > 0 && attempts <= faults,
+        "ttmlat counted {attempts} TTM fault attempts, the workload {faults} faults"
+    );
+    Ok(())
+}
