@@ -13,6 +13,8 @@ pub const COMM_LEN: usize = 16;
 /// Length we keep of `module::name` (MODULE_NAME_LEN is 56; driver names are short).
 pub const DRIVER_LEN: usize = 16;
 
+pub mod decide;
+
 /// Names of the maps and globals, used by both sides so that a rename cannot silently break.
 pub mod names {
     pub const EVENTS: &str = "EVENTS";

@@ -17,7 +17,7 @@ use core::mem::MaybeUninit;
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use probe_common::{
     AbandonedEvent, AttemptEvent, EventKind, QuietKey, ThreadState, attempt_flag, attempt_kind,
-    config_flag, fault_flag, stat, trylock, vm_fault,
+    config_flag, decide, stat, trylock,
 };
 
 use crate::{
@@ -96,7 +96,7 @@ pub fn attempt_enter(kind: u8, vmf: u64, vma: u64) {
                     return;
                 }
                 begin_episode(st, now);
-            } else if kind != attempt_kind::FAULT || vmf_flags & fault_flag::TRIED == 0 {
+            } else if !decide::entry_continues_episode(kind, vmf_flags) {
                 // The retry never came: close the old episode, start a new one.
                 emit_abandoned(&cur, st);
                 begin_episode(st, now);
@@ -160,14 +160,7 @@ pub fn attempt_enter(kind: u8, vmf: u64, vma: u64) {
     st.attempt_kind = kind;
     st.attempt_start_ns = now;
     st.vmf_flags = vmf_flags;
-    st.flags = if vmf_flags & fault_flag::VMA_LOCK != 0 {
-        attempt_flag::UNDER_VMA_LOCK
-    } else {
-        0
-    };
-    if st.pre_lock_wait_ns != 0 {
-        st.flags |= attempt_flag::PRE_LOCK_WAIT;
-    }
+    st.flags = decide::initial_flags(vmf_flags, st.pre_lock_wait_ns != 0);
     if st.watched_lock != st.mm_lock || st.watch_check == 0 {
         // The mm's watch must exist for its waiters to be followed; looked up once every
         // WATCH_CHECK_EPISODES episodes of this thread, not at every fault.
@@ -246,7 +239,7 @@ pub fn attempt_exit(ret: u32) {
     st.ep_wait_held_ns += st.wait_held_ns;
     st.ep_wait_dropped_ns += st.wait_dropped_ns;
     st.ep_collateral_ns += st.collateral_ns;
-    let retry = st.attempt_kind == attempt_kind::FAULT && ret & vm_fault::RETRY != 0;
+    let retry = decide::return_retries(st.attempt_kind, ret);
     if !retry {
         st.flags |= attempt_flag::EPISODE_END;
     }
@@ -268,17 +261,18 @@ pub fn attempt_exit(ret: u32) {
 /// episode is not quiet or could not be counted (map full): then it is sent as a record.
 #[inline(always)]
 fn count_quiet(cur: &Current, st: &ThreadState, ret: u32, now: u64) -> bool {
-    if config!(flags) & config_flag::QUIET_IN_KERNEL == 0
-        || st.attempts != 1
-        || st.attempt_kind != attempt_kind::FAULT
-        || st.flags != attempt_flag::RESERVE_CALLED | attempt_flag::EPISODE_END
-        || st.trylock != trylock::ACQUIRED
-        || st.waits != 0
-        || st.pre_lock_wait_ns != 0
-        || st.holder_stack_id >= 0
-        || ret & vm_fault::ERROR_MASK != 0
-        || st.vmf_flags & fault_flag::TRIED != 0
-    {
+    let facts = decide::QuietFacts {
+        attempts: st.attempts,
+        attempt_kind: st.attempt_kind,
+        flags: st.flags,
+        trylock: st.trylock,
+        waits: st.waits,
+        pre_lock_wait_ns: st.pre_lock_wait_ns,
+        holder_stack_id: st.holder_stack_id,
+        ret,
+        vmf_flags: st.vmf_flags,
+    };
+    if config!(flags) & config_flag::QUIET_IN_KERNEL == 0 || !decide::is_quiet(&facts) {
         return false;
     }
     // Every field is written (QuietKey has no padding), in place: no zeroing, no copy.
@@ -378,13 +372,7 @@ pub fn trylock_exit(ret: i32, seen: Seen) {
     } else if st.in_reserve == 0 {
         return;
     }
-    if st.in_wait == 0 && st.trylock == trylock::UNKNOWN {
-        st.trylock = if ret != 0 {
-            trylock::ACQUIRED
-        } else {
-            trylock::FAILED
-        };
-    }
+    st.trylock = decide::trylock_after(st.trylock, st.in_wait != 0, ret);
 }
 
 /// Whether a reservation wait of this thread belongs to the attempt: inside reserve, or
@@ -412,12 +400,12 @@ pub fn wait_enter(lock: u64, seen: Seen) {
     st.wait_start_ns = now;
     st.resv = lock;
     st.waits = st.waits.saturating_add(1);
-    if st.trylock == trylock::UNKNOWN && (st.in_reserve != 0 || seen == Seen::InReserveSite) {
-        // Kernels without an out-of-line trylock: a lock call inside reserve means it failed.
-        if config!(flags) & probe_common::config_flag::TRYLOCK_PROBED == 0 {
-            st.trylock = trylock::FAILED;
-        }
-    }
+    // Kernels without an out-of-line trylock: a lock call inside reserve means it failed.
+    st.trylock = decide::trylock_at_wait(
+        st.trylock,
+        st.in_reserve != 0 || seen == Seen::InReserveSite,
+        config!(flags) & probe_common::config_flag::TRYLOCK_PROBED != 0,
+    );
     let owner = kernel::ww_mutex_owner(lock);
     if owner != 0 {
         let who = kernel::task_id(owner);
@@ -429,7 +417,7 @@ pub fn wait_enter(lock: u64, seen: Seen) {
     if config!(flags) & probe_common::config_flag::HOLDER_STACKS != 0 {
         let _ = CONTENDED.insert(lock, 1u64, 0);
     }
-    let held = st.flags & (attempt_flag::DROPPED_IN_RESERVE | attempt_flag::UNDER_VMA_LOCK) == 0;
+    let held = decide::wait_is_held(st.flags);
     st.wait_is_held = held as u32;
     st.watch_base_ns = 0;
     if held && let Some((snapshot, base)) = watch::held_wait_begin(st.mm_lock, now) {
@@ -506,11 +494,7 @@ pub fn read_unlock(sem: u64, seen: Seen) {
         Seen::InHandlerSite => false,
         Seen::SystemWide => st.in_reserve != 0,
     };
-    if in_reserve {
-        st.flags |= attempt_flag::DROPPED_IN_RESERVE;
-    } else {
-        st.flags |= attempt_flag::DROPPED_OUTSIDE_RESERVE;
-    }
+    st.flags |= decide::drop_flag(in_reserve);
     st.fence_drop_ns = kernel::now();
 }
 

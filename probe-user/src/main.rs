@@ -14,6 +14,8 @@ mod compare;
 mod discovery;
 mod episodes;
 mod events;
+#[cfg(test)]
+mod fault_sequences;
 mod kernel_info;
 mod layout;
 mod loader;
