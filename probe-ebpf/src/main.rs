@@ -343,6 +343,17 @@ pub fn thread_exit(_ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// Entry of `exit_files(tsk)` (vmlinux, every version 5.10–7.2; `do_exit` calls it for the
+/// exiting task after `exit_mm`, so the thread's last mmap_lock wait is over). The thread-exit
+/// hook where the function exists: a kprobe program runs with preemption off and cannot be
+/// skipped the way the raw-tracepoint program above was on 7.2 (preempted mid-run, its next
+/// run on that CPU is refused).
+#[kprobe]
+pub fn thread_exit_kprobe(_ctx: ProbeContext) -> u32 {
+    episode::thread_exit();
+    0
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -652,6 +652,7 @@ mod tests {
             resv_lock: vec![LOCKS[0].into()],
             read_unlock: UP_READ.into(),
             contention: crate::discovery::ContentionSource::Tracepoints,
+            thread_exit: Some("exit_files".into()),
         };
         let functions = functions_of(&plan);
         let xe = functions.get("xe").expect("xe's functions are probed");

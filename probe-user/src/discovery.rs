@@ -127,6 +127,14 @@ pub struct AttachPlan {
     pub read_unlock: String,
     /// How collateral stalls on mmap_lock are seen.
     pub contention: ContentionSource,
+    /// The vmlinux function whose entry ends a thread's state (kprobe): `exit_files`, called
+    /// by `do_exit` after `exit_mm` on every kernel 5.10–7.2, so the thread's last mmap_lock
+    /// wait is over. A kprobe program runs with preemption off, so it cannot be skipped the
+    /// way the `sched_process_exit` raw-tracepoint program was on 7.2 under process churn
+    /// (preempted while running, the kernel skips its next run on that CPU). `None`: that
+    /// raw tracepoint.
+    #[serde(default)]
+    pub thread_exit: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -204,6 +212,10 @@ pub fn plan(symbols: &SymbolTable, has_lock_tracepoints: bool) -> Result<AttachP
         resv_lock,
         read_unlock: "up_read".into(),
         contention,
+        thread_exit: symbols
+            .module_of("exit_files")
+            .filter(|m| *m == "vmlinux")
+            .map(|_| "exit_files".to_string()),
     })
 }
 
@@ -332,6 +344,7 @@ mod tests {
             assert_eq!(p.access.as_deref(), Some("ttm_bo_vm_access"));
             // 5.16+: the trylock is a real function on both.
             assert_eq!(p.trylock.as_deref(), Some("ww_mutex_trylock"));
+            assert_eq!(p.thread_exit.as_deref(), Some("exit_files"));
             assert_eq!(
                 p.resv_lock,
                 vec![
@@ -369,6 +382,7 @@ mod tests {
             assert_eq!(p.reserve.as_deref(), Some("ttm_bo_vm_reserve"));
             assert_eq!(p.access.as_deref(), Some("ttm_bo_vm_access"));
             assert_eq!(p.trylock.as_deref(), Some("ww_mutex_trylock"));
+            assert_eq!(p.thread_exit.as_deref(), Some("exit_files"));
         }
         let xe = debian(DEBIAN_7_2, &["xe"]);
         assert!(

@@ -131,7 +131,11 @@ impl Probes {
             }
             ContentionSource::Unavailable => {}
         }
-        probes.raw_tracepoint("thread_exit", "sched_process_exit")?;
+        match &plan.thread_exit {
+            // Through tracefs, so that its misses are counted with the others.
+            Some(sym) => probes.kprobe_at("thread_exit_kprobe", sym, 0, &tracefs)?,
+            None => probes.raw_tracepoint("thread_exit", "sched_process_exit")?,
+        }
         Ok(probes)
     }
 

@@ -477,9 +477,12 @@ pub(super) fn strategy(f: &Facts, plan: &Result<AttachPlan, Option<PlanError>>) 
         format!(
             "{entries} entry kprobes (perf kprobe PMU); {returns} return probes via tracefs \
              kprobe_events, maxactive {}; {trampolines} fentry/fexit on vmlinux functions \
-             (kprobes if the kernel refuses them); contention: {contention}; thread exit: raw \
-             tracepoint sched_process_exit",
-            f.maxactive
+             (kprobes if the kernel refuses them); contention: {contention}; thread exit: {}",
+            f.maxactive,
+            match &p.thread_exit {
+                Some(sym) => format!("kprobe on {sym}"),
+                None => "raw tracepoint sched_process_exit".to_string(),
+            }
         ),
     )
 }
