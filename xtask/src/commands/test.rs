@@ -85,6 +85,11 @@ pub fn test(args: &TestArgs) -> ExitCode {
                 "lab_serve",
                 "--test",
                 "lab_overhead",
+                "--test",
+                "lab_xe",
+                // Every lab test binary runs even after one fails: one CI run names every
+                // failure.
+                "--no-fail-fast",
                 "--",
                 "--ignored",
                 // One guest at a time: each TCG guest then has a host core to itself, which
