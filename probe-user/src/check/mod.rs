@@ -166,7 +166,11 @@ pub fn evaluate(f: &Facts) -> Report {
         Some(ttm_btf(f)),
         Some(ttm_loaded(f)),
         plan.as_ref().map(|p| handlers(f, p)),
-        f.tracepoints.as_ref().map(|tps| tracepoints(tps)),
+        f.tracepoints.as_ref().map(|tps| {
+            // The thread-exit kprobe (exit_files) makes sched_process_exit unnecessary.
+            let exit_kprobe = matches!(&plan, Some(Ok(p)) if p.thread_exit.is_some());
+            tracepoints(tps, exit_kprobe)
+        }),
         plan.as_ref().map(|p| strategy(f, p)),
         Some(kms(f)),
     ]

@@ -403,7 +403,9 @@ pub(super) fn handlers(f: &Facts, plan: &Result<AttachPlan, Option<PlanError>>) 
     }
 }
 
-pub(super) fn tracepoints(tps: &[Tracepoint]) -> Check {
+/// `exit_kprobe`: the plan ends thread state with a kprobe (exit_files), so a missing
+/// `sched_process_exit` is not needed.
+pub(super) fn tracepoints(tps: &[Tracepoint], exit_kprobe: bool) -> Check {
     const ID: &str = "tracepoints";
     const NAME: &str = "tracepoints";
     let label = |t: &Tracepoint| format!("{}:{}", t.system, t.name);
@@ -412,7 +414,10 @@ pub(super) fn tracepoints(tps: &[Tracepoint]) -> Check {
         .filter(|t| t.found.is_some())
         .map(label)
         .collect();
-    let missing: Vec<&Tracepoint> = tps.iter().filter(|t| t.found.is_none()).collect();
+    let missing: Vec<&Tracepoint> = tps
+        .iter()
+        .filter(|t| t.found.is_none() && !(exit_kprobe && t.system == "sched"))
+        .collect();
     let from_btf = tps.iter().any(|t| t.found == Some(TracepointSource::Btf));
     let mut detail = if found.is_empty() {
         "none found".to_string()

@@ -302,13 +302,19 @@ fn old_kernel_without_contention_tracepoints_falls_back() {
         line(&r, "attach_strategy")
             .contains("contention: kprobes on rwsem_down_read_slowpath, rwsem_down_write_slowpath")
     );
-    // Without sched_process_exit ttmlat cannot run.
+    // Without sched_process_exit ttmlat cannot run, unless exit_files takes a kprobe.
     for t in f.tracepoints.iter_mut().flatten() {
         if t.system == "sched" {
             t.found = None;
         }
     }
     assert!(!evaluate(&f).can_run);
+    if let Some(Ok(k)) = &mut f.kallsyms {
+        k.symbols.insert("exit_files", "vmlinux");
+    }
+    let r = evaluate(&f);
+    assert!(r.can_run, "{:?}", r.failing);
+    assert!(line(&r, "attach_strategy").contains("thread exit: kprobe on exit_files"));
 }
 
 #[test]
