@@ -23,8 +23,8 @@ use probe_common::{
 use crate::{
     kernel,
     maps::{
-        CONTENDED, EVENTS, QUIET, RELEASES, THREADS, ZERO_STATE, active_add, any_active, bump,
-        config,
+        CONTENDED, QUIET, RELEASES, THREADS, ZERO_STATE, active_add, any_active, bump, config,
+        reserve_zeroed,
     },
     mem::{self, current_comm, get_name, put, set_name},
     watch,
@@ -520,16 +520,11 @@ pub fn thread_exit() {
 
 #[inline(always)]
 fn emit_attempt(cur: &Current, st: &ThreadState, ret: u32, now: u64, fence_drop_ns: u64) {
-    let Some(mut entry) = EVENTS.reserve::<AttemptEvent>(0) else {
-        bump(stat::RINGBUF_DROPS);
+    let Some(mut entry) = reserve_zeroed::<AttemptEvent>() else {
         return;
     };
-    // Written field by field into the reserved record: building it on the stack and copying
-    // it in costs a byte-wise copy of 208 bytes (see `mem`).
-    let p = entry.as_mut_ptr();
-    mem::zero(p);
     // SAFETY: the reserved record, zeroed: a valid AttemptEvent.
-    let e = unsafe { &mut *p };
+    let e = unsafe { &mut *entry.as_mut_ptr() };
     e.kind = EventKind::Attempt as u32;
     e.flags = st.flags;
     e.tid = cur.tid;
@@ -567,14 +562,11 @@ fn emit_attempt(cur: &Current, st: &ThreadState, ret: u32, now: u64, fence_drop_
 
 #[inline(always)]
 fn emit_abandoned(cur: &Current, st: &ThreadState) {
-    let Some(mut entry) = EVENTS.reserve::<AbandonedEvent>(0) else {
-        bump(stat::RINGBUF_DROPS);
+    let Some(mut entry) = reserve_zeroed::<AbandonedEvent>() else {
         return;
     };
-    let p = entry.as_mut_ptr();
-    mem::zero(p);
     // SAFETY: the reserved record, zeroed: a valid AbandonedEvent.
-    let e = unsafe { &mut *p };
+    let e = unsafe { &mut *entry.as_mut_ptr() };
     e.kind = EventKind::Abandoned as u32;
     e.attempts = st.attempts as u32;
     e.tid = cur.tid;

@@ -19,13 +19,11 @@ use aya_ebpf::{
     macros::{fentry, fexit, kprobe, kretprobe, raw_tracepoint},
     programs::{FEntryContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext},
 };
-use probe_common::{
-    EventKind, HolderRelease, LCB_F_READ, LCB_F_WRITE, WaiterEvent, attempt_kind, stat,
-};
+use probe_common::{EventKind, HolderRelease, LCB_F_READ, LCB_F_WRITE, WaiterEvent, attempt_kind};
 
 use crate::{
     episode::Seen,
-    maps::{CONTENDED, EVENTS, RELEASES, STACKS, bump},
+    maps::{CONTENDED, RELEASES, STACKS},
 };
 
 /// `ttm_bo_vm_fault(struct vm_fault *vmf)` (ttm.ko, 5.5+; static `ttm_bo_vm_fault` in 5.4) and
@@ -315,14 +313,11 @@ fn waiter_done(lock: u64) {
     let Some(done) = watch::waiter_end(cur.tid, lock, now) else {
         return;
     };
-    let Some(mut entry) = EVENTS.reserve::<WaiterEvent>(0) else {
-        bump(stat::RINGBUF_DROPS);
+    let Some(mut entry) = maps::reserve_zeroed::<WaiterEvent>() else {
         return;
     };
-    let p = entry.as_mut_ptr();
-    mem::zero(p);
     // SAFETY: the reserved record, zeroed: a valid WaiterEvent.
-    let e = unsafe { &mut *p };
+    let e = unsafe { &mut *entry.as_mut_ptr() };
     e.kind = EventKind::Waiter as u32;
     e.lock_flags = done.state.lock_flags;
     e.tid = cur.tid;

@@ -2,7 +2,9 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
+    maps::{
+        Array, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace, ring_buf::RingBufEntry,
+    },
 };
 use probe_common::{
     HolderRelease, KernelLayout, MmWatch, ProbeConfig, QuietKey, ThreadState, WaiterState, stat,
@@ -122,6 +124,20 @@ pub fn bump(index: u32) {
         // SAFETY: per-CPU slot, programs do not nest on a CPU for these attach types.
         unsafe { *p += 1 };
     }
+}
+
+/// A zeroed record of type `T` reserved in `EVENTS`, to be filled field by field and
+/// submitted; `None` (counted as a ring-buffer drop) when the ring is full. Zeroed in place
+/// with word stores (see `mem`): building the record on the stack and copying it in costs a
+/// byte-wise copy.
+#[inline(always)]
+pub fn reserve_zeroed<T: 'static>() -> Option<RingBufEntry<T>> {
+    let Some(mut entry) = EVENTS.reserve::<T>(0) else {
+        bump(stat::RINGBUF_DROPS);
+        return None;
+    };
+    crate::mem::zero(entry.as_mut_ptr());
+    Some(entry)
 }
 
 /// Flags for `submit`: wake the reader only once `wake_bytes` are waiting.

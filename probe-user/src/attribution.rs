@@ -194,10 +194,11 @@ pub fn episode_path(paths: &[AttemptPath]) -> EpisodePath {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn ev() -> AttemptEvent {
+    /// An uncontended first attempt that called reserve; tests change what they need.
+    pub(crate) fn ev() -> AttemptEvent {
         AttemptEvent {
             kind: 1,
             flags: af::RESERVE_CALLED,

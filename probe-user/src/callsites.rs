@@ -493,84 +493,22 @@ mod tests {
     /// the lock; `handler` calls up_read; `other` calls up_read too but is not probed; one
     /// relocation in `reserve` is a tail call (jmp), not a call.
     fn module_object() -> Vec<u8> {
-        use object::write::{Object as W, Relocation, Symbol, SymbolSection};
-        use object::{
-            Architecture, BinaryFormat, Endianness, SymbolFlags, SymbolKind, SymbolScope,
-        };
-        let mut o = W::new(BinaryFormat::Elf, Architecture::X86_64, Endianness::Little);
-        let text = o.add_section(Vec::new(), b".text".to_vec(), object::SectionKind::Text);
-        // reserve @0: nop; call trylock; test; call up_read; call lock; jmp up_read (tail)
-        let call = |code: &mut Vec<u8>, op: u8| {
-            let at = code.len() as u64 + 1;
-            code.push(op);
-            code.extend_from_slice(&[0; 4]);
-            at
-        };
-        let mut code = vec![0x90];
-        let r_try = call(&mut code, 0xe8);
-        code.extend_from_slice(&[0x85, 0xc0]);
-        let r_up = call(&mut code, 0xe8);
-        let r_lock = call(&mut code, 0xe8);
-        let r_tail = call(&mut code, 0xe9);
-        let reserve_len = code.len() as u64;
-        // handler @reserve_len: call up_read; ret
-        let h_up = call(&mut code, 0xe8);
-        code.push(0xc3);
-        let handler_len = code.len() as u64 - reserve_len;
-        // other: call up_read
-        let other_at = code.len() as u64;
-        let o_up = call(&mut code, 0xe8);
-        o.append_section_data(text, &code, 16);
-        let mut func = |name: &str, value: u64, size: u64| {
-            o.add_symbol(Symbol {
-                name: name.as_bytes().to_vec(),
-                value,
-                size,
-                kind: SymbolKind::Text,
-                scope: SymbolScope::Linkage,
-                weak: false,
-                section: SymbolSection::Section(text),
-                flags: SymbolFlags::None,
-            })
-        };
-        func("reserve", 0, reserve_len);
-        func("handler", reserve_len, handler_len);
-        func("other", other_at, 5);
-        let mut ext = |name: &str| {
-            o.add_symbol(Symbol {
-                name: name.as_bytes().to_vec(),
-                value: 0,
-                size: 0,
-                kind: SymbolKind::Text,
-                scope: SymbolScope::Linkage,
-                weak: false,
-                section: SymbolSection::Undefined,
-                flags: SymbolFlags::None,
-            })
-        };
-        let (trylock, up, lock) = (ext(TRYLOCK), ext(UP_READ), ext(LOCKS[0]));
-        for (at, sym) in [
-            (r_try, trylock),
-            (r_up, up),
-            (r_lock, lock),
-            (r_tail, up),
-            (h_up, up),
-            (o_up, up),
-        ] {
-            o.add_relocation(
-                text,
-                Relocation {
-                    offset: at,
-                    symbol: sym,
-                    addend: -4,
-                    flags: RelocationFlags::Elf {
-                        r_type: R_X86_64_PLT32,
-                    },
-                },
-            )
-            .expect("relocation");
-        }
-        o.write().expect("ELF")
+        use Insn::*;
+        object_of(&[
+            (
+                "reserve",
+                &[
+                    Bytes(&[0x90]),
+                    Call(TRYLOCK),
+                    Bytes(&[0x85, 0xc0]),
+                    Call(UP_READ),
+                    Call(LOCKS[0]),
+                    Jmp(UP_READ),
+                ],
+            ),
+            ("handler", &[Call(UP_READ), Bytes(&[0xc3])]),
+            ("other", &[Call(UP_READ)]),
+        ])
     }
 
     #[test]
@@ -599,9 +537,17 @@ mod tests {
         Ok(())
     }
 
-    /// A relocatable x86-64 object whose functions are only `call rel32`s to the callees
-    /// listed, in order (5 bytes each, each function starting at a multiple of 16).
-    fn calls_object(functions: &[(&str, &[&str])]) -> Vec<u8> {
+    /// One instruction of a test function: `call rel32` or `jmp rel32` to an external
+    /// symbol (with its PLT32 relocation), or raw bytes.
+    enum Insn<'a> {
+        Call(&'a str),
+        Jmp(&'a str),
+        Bytes(&'a [u8]),
+    }
+
+    /// A relocatable x86-64 object like a module, its functions made of `Insn`s in order,
+    /// each starting at a multiple of 16.
+    fn object_of(functions: &[(&str, &[Insn])]) -> Vec<u8> {
         use object::write::{Object as W, Relocation, Symbol, SymbolSection};
         use object::{
             Architecture, BinaryFormat, Endianness, SymbolFlags, SymbolKind, SymbolScope,
@@ -611,14 +557,22 @@ mod tests {
         let mut code = Vec::new();
         let mut relocs = Vec::new();
         let mut symbols = Vec::new();
-        for (name, callees) in functions {
+        for (name, insns) in functions {
             while code.len() % 16 != 0 {
                 code.push(0xcc);
             }
             let start = code.len() as u64;
-            for callee in *callees {
-                code.push(CALL_REL32);
-                relocs.push((code.len() as u64, *callee));
+            for insn in *insns {
+                let (op, callee) = match insn {
+                    Insn::Call(c) => (CALL_REL32, *c),
+                    Insn::Jmp(c) => (0xe9, *c),
+                    Insn::Bytes(b) => {
+                        code.extend_from_slice(b);
+                        continue;
+                    }
+                };
+                code.push(op);
+                relocs.push((code.len() as u64, callee));
                 code.extend_from_slice(&[0; 4]);
             }
             symbols.push((*name, start, code.len() as u64 - start));
@@ -671,19 +625,25 @@ mod tests {
     /// functions are not probed.
     #[test]
     fn xe_sites_are_its_trylock_drop_and_drm_exec_wait() -> Result<()> {
-        let elf = calls_object(&[
+        use Insn::Call;
+        let elf = object_of(&[
             (
                 XE_FASTPATH,
                 &[
-                    "xe_validation_ctx_init",
-                    TRYLOCK,
-                    "ww_mutex_unlock",
-                    TRYLOCK,
+                    Call("xe_validation_ctx_init"),
+                    Call(TRYLOCK),
+                    Call("ww_mutex_unlock"),
+                    Call(TRYLOCK),
                 ],
             ),
             (
                 XE_FAULT,
-                &["drm_dev_enter", EXEC_LOCK, "xe_bo_put", UP_READ],
+                &[
+                    Call("drm_dev_enter"),
+                    Call(EXEC_LOCK),
+                    Call("xe_bo_put"),
+                    Call(UP_READ),
+                ],
             ),
         ]);
         let plan = AttachPlan {

@@ -16,7 +16,6 @@ struct Attempt {
     vmf_flags: u32,
     trylock: u8,
     waits: u16,
-    wait_held: bool,
     wait_ret: i32,
 }
 
@@ -28,7 +27,6 @@ impl Attempt {
             vmf_flags,
             trylock: trylock::UNKNOWN,
             waits: 0,
-            wait_held: false,
             wait_ret: 0,
         }
     }
@@ -51,9 +49,8 @@ impl Attempt {
     fn wait(mut self, ret: i32) -> Self {
         self.trylock = decide::trylock_at_wait(self.trylock, true, true);
         self.waits += 1;
-        self.wait_held = decide::wait_is_held(self.flags);
         self.wait_ret = ret;
-        self.flags |= if self.wait_held {
+        self.flags |= if decide::wait_is_held(self.flags) {
             af::WAITED_HELD
         } else {
             af::WAITED_DROPPED
@@ -81,39 +78,13 @@ impl Attempt {
             return None;
         }
         Some(AttemptEvent {
-            kind: 1,
             flags: self.flags,
-            tid: 1,
-            tgid: 1,
-            episode_start_ns: 0,
-            attempt_start_ns: 0,
-            attempt_end_ns: 0,
-            mm: 0,
-            resv: 0,
-            wait_held_ns: 0,
-            wait_dropped_ns: 0,
-            fence_drop_ns: 0,
-            collateral_ns: 0,
-            ep_wait_held_ns: 0,
-            ep_wait_dropped_ns: 0,
-            ep_collateral_ns: 0,
-            pre_lock_wait_ns: 0,
             vmf_flags: self.vmf_flags,
             ret,
-            reserve_ret: 0,
             wait_ret: self.wait_ret,
-            attempt: 1,
             waits: self.waits,
-            collateral_waiters: 0,
-            attempt_kind: attempt_kind::FAULT,
             trylock: self.trylock,
-            holder_tid: 0,
-            holder_tgid: 0,
-            holder_comm: [0; 16],
-            comm: [0; 16],
-            driver: [0; 16],
-            holder_stack_id: -1,
-            _pad: 0,
+            ..crate::attribution::tests::ev()
         })
     }
 }

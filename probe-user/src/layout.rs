@@ -25,13 +25,12 @@ pub enum LayoutError {
     Btf(String, btf_rs::Error),
 }
 
-/// Reads the layout from a BTF file.
-pub fn from_file(path: &Path) -> Result<KernelLayout, LayoutError> {
-    let btf = Btf::from_file(path).map_err(|source| LayoutError::Read {
+/// Parses a (vmlinux) BTF file.
+pub fn read(path: &Path) -> Result<Btf, LayoutError> {
+    Btf::from_file(path).map_err(|source| LayoutError::Read {
         path: path.display().to_string(),
         source,
-    })?;
-    resolve(&btf)
+    })
 }
 
 /// Resolves every offset the probes need.
@@ -66,20 +65,9 @@ pub fn resolve(btf: &Btf) -> Result<KernelLayout, LayoutError> {
 /// `struct drm_gem_object` → `resv`, for the `drm_exec_lock_obj(exec, obj)` call sites in
 /// xe's fault handler (6.18+). From vmlinux BTF where DRM is built in, otherwise from the drm
 /// module's split BTF (`<btf_dir>/drm`, Linux 5.11+ with CONFIG_DEBUG_INFO_BTF_MODULES).
-pub fn gem_object_resv(vmlinux: &Path, btf_dir: &Path) -> Result<u32, LayoutError> {
-    let read = |path: &Path, base: Option<&Btf>| {
-        match base {
-            Some(b) => Btf::from_split_file(path, b),
-            None => Btf::from_file(path),
-        }
-        .map_err(|source| LayoutError::Read {
-            path: path.display().to_string(),
-            source,
-        })
-    };
-    let base = read(vmlinux, None)?;
+pub fn gem_object_resv(base: &Btf, btf_dir: &Path) -> Result<u32, LayoutError> {
     // The probes take `resv` itself as the ww_mutex.
-    let lock = (Resolver { btf: &base }).offset("dma_resv", &["lock"])?;
+    let lock = (Resolver { btf: base }).offset("dma_resv", &["lock"])?;
     if lock != 0 {
         return Err(LayoutError::NoMember(
             "dma_resv".into(),
@@ -87,10 +75,14 @@ pub fn gem_object_resv(vmlinux: &Path, btf_dir: &Path) -> Result<u32, LayoutErro
             format!("lock at offset {lock}, not 0"),
         ));
     }
-    if let Ok(off) = (Resolver { btf: &base }).offset("drm_gem_object", &["resv"]) {
+    if let Ok(off) = (Resolver { btf: base }).offset("drm_gem_object", &["resv"]) {
         return Ok(off);
     }
-    let drm = read(&btf_dir.join("drm"), Some(&base))?;
+    let path = btf_dir.join("drm");
+    let drm = Btf::from_split_file(&path, base).map_err(|source| LayoutError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
     (Resolver { btf: &drm }).offset("drm_gem_object", &["resv"])
 }
 
@@ -204,7 +196,7 @@ mod tests {
             eprintln!("SKIP: no {}", path.display());
             return;
         }
-        let l = from_file(path).expect("host kernel layout");
+        let l = resolve(&read(path).expect("host BTF")).expect("host kernel layout");
         // Invariants that hold on every x86-64 kernel since 5.4.
         assert!(l.vm_fault_vma < l.vm_fault_flags || l.vm_fault_flags < 64);
         assert!(l.task_pid > 0 && l.task_tgid == l.task_pid + 4);

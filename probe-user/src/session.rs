@@ -225,7 +225,8 @@ pub async fn run_with_sink(
     let kernel = KernelInfo::read();
     crate::preflight::require_tracing(&kernel)?;
     let plan = kernel.plan()?;
-    let layout = crate::layout::from_file(std::path::Path::new("/sys/kernel/btf/vmlinux"))?;
+    let vmlinux_btf = crate::layout::read(std::path::Path::new("/sys/kernel/btf/vmlinux"))?;
+    let layout = crate::layout::resolve(&vmlinux_btf)?;
     let mut config = ProbeConfig {
         layout,
         self_tgid: std::process::id(),
@@ -258,10 +259,8 @@ pub async fn run_with_sink(
             .sites()
             .any(|s| s.role == crate::callsites::SiteRole::ExecLockCall)
     {
-        config.layout.gem_object_resv = crate::layout::gem_object_resv(
-            std::path::Path::new("/sys/kernel/btf/vmlinux"),
-            std::path::Path::new("/sys/kernel/btf"),
-        )
+        config.layout.gem_object_resv =
+            crate::layout::gem_object_resv(&vmlinux_btf, std::path::Path::new("/sys/kernel/btf"))
         .context("xe's fault handler (6.18+) waits in drm_exec_lock_obj(exec, obj): its reservation is obj->resv")?;
     }
     let stats_enabled = if args.program_costs {

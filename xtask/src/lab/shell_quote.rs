@@ -13,6 +13,20 @@ pub fn quote(s: &str) -> String {
     }
 }
 
+/// `bash -n` on `script`: `Err` with bash's complaint when it does not parse (for the tests
+/// of the guest scripts).
+pub fn bash_syntax(script: &str) -> Result<(), String> {
+    let out = std::process::Command::new("bash")
+        .args(["-n", "-c", script])
+        .output()
+        .map_err(|e| format!("running bash: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
 /// A command line from separate arguments.
 pub fn join<S: AsRef<str>>(args: &[S]) -> String {
     args.iter()
@@ -23,6 +37,13 @@ pub fn join<S: AsRef<str>>(args: &[S]) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn bash_syntax_tells_broken_scripts_apart() {
+        assert_eq!(bash_syntax("f() { echo ok; }\nf"), Ok(()));
+        assert!(bash_syntax("if true; then echo").is_err());
+    }
+
     use super::*;
 
     #[test]

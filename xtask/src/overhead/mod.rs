@@ -536,15 +536,9 @@ mod tests {
         assert!(s.contains("LOOP_SECONDS=3\n") && s.contains("LOADS='ttm anon mmap resv'\n"));
         assert!(s.contains("--duration ${LOOP_SECONDS}s"));
         // The whole script is valid bash.
-        let out = std::process::Command::new("bash")
-            .args(["-n", "-c", &s])
-            .output()
-            .expect("bash");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if let Err(e) = crate::lab::shell_quote::bash_syntax(&s) {
+            panic!("{e}");
+        }
     }
 
     #[test]
