@@ -393,7 +393,8 @@ pub struct ThreadState {
     pub mm: u64,
     /// `&mm->mmap_lock`.
     pub mm_lock: u64,
-    /// Base timestamp of the MM_WATCH entry we registered with (its generation).
+    /// Generation (`base_ns`) of the mm's MM_WATCH entry, taken when the current held wait
+    /// began (0: none, or no watch); `held_wait_end` compares it.
     pub watch_base_ns: u64,
     pub resv: u64,
     pub wait_start_ns: u64,
