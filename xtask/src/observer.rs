@@ -213,6 +213,14 @@ pub fn percentile_band(sorted: &[u64], q: f64, slack: usize) -> Option<(u64, u64
     Some((sorted[lo], sorted[hi]))
 }
 
+/// The `n` largest of `sorted`: when each of `n` events lies inside a distinct one of the
+/// timed intervals in `sorted`, the k-th largest event is at most the k-th largest of these, so
+/// their percentiles bound the events' percentiles from above. `None` if there are fewer than
+/// `n` intervals, when no such bound exists.
+pub fn slowest(sorted: &[u64], n: usize) -> Option<&[u64]> {
+    sorted.len().checked_sub(n).map(|skip| &sorted[skip..])
+}
+
 /// Folds the per-thread event sequences into attempts and reserve calls.
 pub fn observe(events: &[TraceEvent]) -> Observed {
     #[derive(Default)]
@@ -504,6 +512,24 @@ mod tests {
         assert_eq!(percentile_band(&v, 0.5, 3), Some((21, 27)));
         assert_eq!(percentile_band(&v, 0.9, 5), Some((39, 48)));
         assert_eq!(percentile_band(&v, 0.01, 2), Some((1, 3)));
+    }
+
+    #[test]
+    fn the_slowest_intervals_bound_the_events_they_contain() {
+        // 30 faults, each inside one of 48 touches; 18 touches made no fault and were fast.
+        let faults: Vec<u64> = (0..30).map(|i| 1_000 + i * 10).collect();
+        let mut touches: Vec<u64> = faults.iter().map(|f| f + 5).collect();
+        touches.extend(std::iter::repeat_n(3, 18));
+        touches.sort_unstable();
+        // The touches' own median (a fast one) is below the faults' median: no bound.
+        assert!(percentile(&touches, 0.5) < percentile(&faults, 0.5));
+        let top = slowest(&touches, faults.len()).unwrap();
+        assert_eq!(top.len(), 30);
+        for q in [0.5, 0.9, 1.0] {
+            assert!(percentile(&faults, q) <= percentile(top, q));
+        }
+        assert_eq!(slowest(&touches, 49), None);
+        assert_eq!(slowest(&touches, 48), Some(&touches[..]));
     }
 
     #[test]
