@@ -146,6 +146,31 @@ pub struct QuietKey {
 pub const LATENCY_SUB_BITS: u32 = 5;
 const LATENCY_EXACT: u64 = 2 << LATENCY_SUB_BITS;
 
+/// A 16-byte name read straight from `task_struct::comm`, as two little-endian words, with
+/// every byte from the first NUL on cleared. The kernel keeps comm NUL-terminated but, before
+/// 6.x's `strscpy_pad`, not NUL-padded: bytes of an older, longer name can follow the NUL, and
+/// map keys and filters compare all 16 bytes. No loop: the lowest byte the classic
+/// has-zero-byte test flags is the first zero byte (borrows only flag bytes above it).
+#[inline(always)]
+pub fn name_before_nul(words: [u64; 2]) -> [u64; 2] {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut out = [0u64; 2];
+    let mut i = 0;
+    while i < 2 {
+        let w = words[i];
+        let zero_bytes = w.wrapping_sub(ONES) & !w & HIGHS;
+        if zero_bytes != 0 {
+            let first = zero_bytes & zero_bytes.wrapping_neg();
+            out[i] = w & ((first >> 7) - 1);
+            return out;
+        }
+        out[i] = w;
+        i += 1;
+    }
+    out
+}
+
 /// floor(log2(v)) for v > 0, in six comparisons (no loop, no count-leading-zeros: the BPF
 /// target has neither).
 #[inline(always)]
@@ -566,6 +591,49 @@ mod pod {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn words(b: &[u8; 16]) -> [u64; 2] {
+        [
+            u64::from_le_bytes(b[..8].try_into().unwrap()),
+            u64::from_le_bytes(b[8..].try_into().unwrap()),
+        ]
+    }
+
+    #[test]
+    fn names_are_cut_at_the_first_nul() {
+        // "gfx" over the leftovers of "kworker/u8:2-ev" (strscpy without padding).
+        let mut stale = *b"kworker/u8:2-ev\0";
+        stale[..4].copy_from_slice(b"gfx\0");
+        assert_eq!(
+            name_before_nul(words(&stale)),
+            words(b"gfx\0\0\0\0\0\0\0\0\0\0\0\0\0")
+        );
+        // A 15-byte name: the NUL is the last byte.
+        let full = *b"0123456789abcde\0";
+        assert_eq!(name_before_nul(words(&full)), words(&full));
+        // NUL first, NUL at a word boundary, and 0x80/0x01 bytes that the test must not
+        // take for zeros.
+        assert_eq!(
+            name_before_nul(words(&[0xffu8; 16]).map(|w| w & !0xff)),
+            [0, 0]
+        );
+        let mut b = [0x81u8; 16];
+        b[8] = 0;
+        b[9] = 0x41;
+        assert_eq!(
+            name_before_nul(words(&b)),
+            [u64::from_le_bytes([0x81; 8]), 0]
+        );
+        let mut b = [0x01u8; 16];
+        b[3] = 0;
+        b[4] = 0x02;
+        assert_eq!(
+            name_before_nul(words(&b)),
+            [u64::from_le_bytes([1, 1, 1, 0, 0, 0, 0, 0]), 0]
+        );
+        // No NUL at all (not a kernel comm): kept whole.
+        assert_eq!(name_before_nul([u64::MAX, u64::MAX]), [u64::MAX, u64::MAX]);
+    }
     use core::mem::size_of;
 
     #[test]

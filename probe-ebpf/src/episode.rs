@@ -24,9 +24,9 @@ use crate::{
     kernel,
     maps::{
         CONTENDED, QUIET, RELEASES, THREADS, ZERO_STATE, active_add, any_active, bump, config,
-        reserve_zeroed,
+        per_cpu_inc, reserve_zeroed,
     },
-    mem::{self, current_comm, get_name, put, set_name},
+    mem::{self, get_name, put, set_name},
     watch,
 };
 
@@ -46,7 +46,7 @@ pub fn current() -> Current {
 
 /// Userspace filters (pid, comm) and never ourselves; evaluated once per episode start.
 #[inline(always)]
-fn wanted(cur: &Current) -> bool {
+fn wanted<R: kernel::Read>(cur: &Current) -> bool {
     if cur.tgid == config!(self_tgid) {
         return false;
     }
@@ -57,7 +57,7 @@ fn wanted(cur: &Current) -> bool {
     if config!(filter_comm_set) != 0 {
         // CONFIG is rewritten by the loader before load; get_name's loads are volatile.
         let want = get_name(&crate::maps::CONFIG.filter_comm);
-        if current_comm() != want {
+        if R::current_comm() != want {
             return false;
         }
     }
@@ -73,12 +73,13 @@ fn state(tid: u32) -> Option<&'static mut ThreadState> {
 
 /// Entry of a TTM fault handler (`vmf` = its `struct vm_fault *`) or of `ttm_bo_vm_access`
 /// (`vma`, kind ACCESS).
+/// `R`: how `vmf` and `vma` may be read (see `kernel::Read`).
 #[inline(always)]
-pub fn attempt_enter(kind: u8, vmf: u64, vma: u64) {
+pub fn attempt_enter<R: kernel::Read>(kind: u8, vmf: u64, vma: u64) {
     let cur = current();
     let now = kernel::now();
     let vmf_flags = if kind == attempt_kind::FAULT {
-        kernel::vmf_flags(vmf)
+        kernel::vmf_flags::<R>(vmf)
     } else {
         0
     };
@@ -92,19 +93,19 @@ pub fn attempt_enter(kind: u8, vmf: u64, vma: u64) {
             if st.between_attempts == 0 {
                 // The thread's entry, idle since its last episode ended: reused in place, so
                 // a fault costs no hash-map insert and delete (thread exit deletes it).
-                if !wanted(&cur) {
+                if !wanted::<R>(&cur) {
                     return;
                 }
                 begin_episode(st, now);
             } else if !decide::entry_continues_episode(kind, vmf_flags) {
                 // The retry never came: close the old episode, start a new one.
-                emit_abandoned(&cur, st);
+                emit_abandoned::<R>(&cur, st);
                 begin_episode(st, now);
             }
             st
         }
         None => {
-            if !wanted(&cur) {
+            if !wanted::<R>(&cur) {
                 return;
             }
             // Inserted from an all-zero map value: a ThreadState built on the stack would
@@ -128,20 +129,20 @@ pub fn attempt_enter(kind: u8, vmf: u64, vma: u64) {
         }
     };
     let vma = if kind == attempt_kind::FAULT {
-        kernel::vmf_vma(vmf)
+        kernel::vmf_vma::<R>(vmf)
     } else {
         vma
     };
     if st.attempts == 0 {
         // A file_operations struct belongs to one module for as long as the module is
         // loaded: the name read for it last time is still its name.
-        let fops = kernel::vma_fops(vma);
+        let fops = kernel::vma_fops::<R>(vma);
         if fops == 0 || fops != st.driver_fops {
             set_name(&mut st.driver, kernel::driver_name(fops));
             st.driver_fops = fops;
         }
     }
-    st.mm = kernel::vma_mm(vma);
+    st.mm = kernel::vma_mm::<R>(vma);
     st.mm_lock = kernel::mm_lock(st.mm);
     if st.attempts == 0
         && kind == attempt_kind::FAULT
@@ -211,7 +212,8 @@ pub fn note_pre_wait(tid: u32) {
 
 /// Return of the outermost handler: emit the attempt, then end or suspend the episode.
 #[inline(always)]
-pub fn attempt_exit(ret: u32) {
+/// `R`: how the current task may be read (see `kernel::Read`).
+pub fn attempt_exit<R: kernel::Read>(ret: u32) {
     let cur = current();
     let now = kernel::now();
     let Some(st) = state(cur.tid) else {
@@ -243,8 +245,8 @@ pub fn attempt_exit(ret: u32) {
     if !retry {
         st.flags |= attempt_flag::EPISODE_END;
     }
-    if retry || !count_quiet(&cur, st, ret, now) {
-        emit_attempt(&cur, st, ret, now, fence_drop_ns);
+    if retry || !count_quiet::<R>(&cur, st, ret, now) {
+        emit_attempt::<R>(&cur, st, ret, now, fence_drop_ns);
     }
     if retry {
         st.between_attempts = 1;
@@ -260,7 +262,7 @@ pub fn attempt_exit(ret: u32) {
 /// nothing else observed) is counted in `QUIET` instead of sent. Returns false when the
 /// episode is not quiet or could not be counted (map full): then it is sent as a record.
 #[inline(always)]
-fn count_quiet(cur: &Current, st: &ThreadState, ret: u32, now: u64) -> bool {
+fn count_quiet<R: kernel::Read>(cur: &Current, st: &ThreadState, ret: u32, now: u64) -> bool {
     let facts = decide::QuietFacts {
         attempts: st.attempts,
         attempt_kind: st.attempt_kind,
@@ -284,13 +286,12 @@ fn count_quiet(cur: &Current, st: &ThreadState, ret: u32, now: u64) -> bool {
         (&raw mut (*k).tgid).write(cur.tgid);
         let latency = now.saturating_sub(st.episode_start_ns);
         (&raw mut (*k).bucket).write(probe_common::latency_bucket(latency));
-        set_name(&mut (*k).comm, current_comm());
+        set_name(&mut (*k).comm, R::current_comm());
         set_name(&mut (*k).driver, get_name(&st.driver));
         &*k
     };
     if let Some(n) = QUIET.get_ptr_mut(key) {
-        // SAFETY: this CPU's slot of a per-CPU map value; programs do not nest here.
-        unsafe { *n += 1 };
+        per_cpu_inc(n);
         return true;
     }
     QUIET.insert(key, 1u64, 0).is_ok()
@@ -509,7 +510,7 @@ pub fn thread_exit() {
             active_add(u64::MAX);
         }
         if st.between_attempts != 0 || st.depth != 0 {
-            emit_abandoned(&cur, st);
+            emit_abandoned::<kernel::Probe>(&cur, st);
         }
         let _ = THREADS.remove(cur.tid);
     }
@@ -519,7 +520,13 @@ pub fn thread_exit() {
 }
 
 #[inline(always)]
-fn emit_attempt(cur: &Current, st: &ThreadState, ret: u32, now: u64, fence_drop_ns: u64) {
+fn emit_attempt<R: kernel::Read>(
+    cur: &Current,
+    st: &ThreadState,
+    ret: u32,
+    now: u64,
+    fence_drop_ns: u64,
+) {
     let Some(mut entry) = reserve_zeroed::<AttemptEvent>() else {
         return;
     };
@@ -554,14 +561,14 @@ fn emit_attempt(cur: &Current, st: &ThreadState, ret: u32, now: u64, fence_drop_
     e.holder_tid = st.holder_tid;
     e.holder_tgid = st.holder_tgid;
     set_name(&mut e.holder_comm, get_name(&st.holder_comm));
-    set_name(&mut e.comm, current_comm());
+    set_name(&mut e.comm, R::current_comm());
     set_name(&mut e.driver, get_name(&st.driver));
     e.holder_stack_id = st.holder_stack_id;
     entry.submit(crate::maps::submit_flags());
 }
 
 #[inline(always)]
-fn emit_abandoned(cur: &Current, st: &ThreadState) {
+fn emit_abandoned<R: kernel::Read>(cur: &Current, st: &ThreadState) {
     let Some(mut entry) = reserve_zeroed::<AbandonedEvent>() else {
         return;
     };
@@ -576,6 +583,6 @@ fn emit_abandoned(cur: &Current, st: &ThreadState) {
     e.ep_wait_held_ns = st.ep_wait_held_ns;
     e.ep_wait_dropped_ns = st.ep_wait_dropped_ns;
     e.ep_collateral_ns = st.ep_collateral_ns;
-    set_name(&mut e.comm, current_comm());
+    set_name(&mut e.comm, R::current_comm());
     entry.submit(crate::maps::submit_flags());
 }

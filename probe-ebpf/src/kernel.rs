@@ -15,6 +15,85 @@ pub fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
+/// How a program reads kernel memory. kprobe programs see raw addresses and must use the
+/// `bpf_probe_read_kernel` helper ([`Probe`]); a trampoline program's arguments are pointers
+/// typed by BTF, which it may load through directly ([`Btf`]): the verifier checks each load
+/// against the struct's BTF and the JIT emits a plain load with an exception-table entry
+/// (a fault reads 0), a few instructions instead of a helper call. Only the chain of
+/// pointers read from such an argument qualifies; anything read back from a map is a number.
+pub trait Read {
+    /// The u64 at `base + off`; `None` if `base` is null.
+    fn u64_at(base: u64, off: u32) -> Option<u64>;
+    /// The u32 at `base + off`; `None` if `base` is null.
+    fn u32_at(base: u64, off: u32) -> Option<u32>;
+    /// The current task's comm, zero-padded.
+    fn current_comm() -> Name;
+}
+
+/// `bpf_probe_read_kernel`: any address, any program type.
+pub struct Probe;
+
+impl Read for Probe {
+    #[inline(always)]
+    fn u64_at(base: u64, off: u32) -> Option<u64> {
+        if base == 0 {
+            return None;
+        }
+        read::<u64>(base + off as u64)
+    }
+
+    #[inline(always)]
+    fn u32_at(base: u64, off: u32) -> Option<u32> {
+        if base == 0 {
+            return None;
+        }
+        read::<u32>(base + off as u64)
+    }
+
+    #[inline(always)]
+    fn current_comm() -> Name {
+        crate::mem::current_comm()
+    }
+}
+
+/// Direct loads through a BTF-typed pointer (fentry/fexit programs only). The null check
+/// comes before the offset is added: the verifier accepts a load only through the pointer
+/// itself plus a constant, never through a number such as `0 + off`.
+pub struct Btf;
+
+impl Read for Btf {
+    #[inline(always)]
+    fn u64_at(base: u64, off: u32) -> Option<u64> {
+        if base == 0 {
+            return None;
+        }
+        // SAFETY: a BTF-typed kernel pointer plus a member offset from the same BTF; the
+        // verifier rejects the program otherwise, and a faulting load reads 0.
+        Some(unsafe { core::ptr::read_volatile((base + off as u64) as *const u64) })
+    }
+
+    #[inline(always)]
+    fn u32_at(base: u64, off: u32) -> Option<u32> {
+        if base == 0 {
+            return None;
+        }
+        // SAFETY: as for `u64_at`.
+        Some(unsafe { core::ptr::read_volatile((base + off as u64) as *const u32) })
+    }
+
+    /// Two loads from `current->comm` (`bpf_get_current_task_btf`, 5.11+: a trusted task
+    /// pointer) instead of `bpf_get_current_comm`'s string copy, cut at the NUL.
+    #[inline(always)]
+    fn current_comm() -> Name {
+        // SAFETY: a helper without arguments; its result is a BTF-typed pointer.
+        let task = unsafe { aya_ebpf::helpers::generated::bpf_get_current_task_btf() } as u64;
+        let off = config!(layout.task_comm);
+        let lo = Self::u64_at(task, off).unwrap_or(0);
+        let hi = Self::u64_at(task, off + 8).unwrap_or(0);
+        probe_common::name_before_nul([lo, hi])
+    }
+}
+
 #[inline(always)]
 fn read<T: Copy>(addr: u64) -> Option<T> {
     if addr == 0 {
@@ -38,20 +117,20 @@ fn read_name(addr: u64) -> Name {
 
 /// `vmf->vma`.
 #[inline(always)]
-pub fn vmf_vma(vmf: u64) -> u64 {
-    read::<u64>(vmf + config!(layout.vm_fault_vma) as u64).unwrap_or(0)
+pub fn vmf_vma<R: Read>(vmf: u64) -> u64 {
+    R::u64_at(vmf, config!(layout.vm_fault_vma)).unwrap_or(0)
 }
 
 /// `vmf->flags`.
 #[inline(always)]
-pub fn vmf_flags(vmf: u64) -> u32 {
-    read::<u32>(vmf + config!(layout.vm_fault_flags) as u64).unwrap_or(0)
+pub fn vmf_flags<R: Read>(vmf: u64) -> u32 {
+    R::u32_at(vmf, config!(layout.vm_fault_flags)).unwrap_or(0)
 }
 
 /// `vma->vm_mm`.
 #[inline(always)]
-pub fn vma_mm(vma: u64) -> u64 {
-    read::<u64>(vma + config!(layout.vma_vm_mm) as u64).unwrap_or(0)
+pub fn vma_mm<R: Read>(vma: u64) -> u64 {
+    R::u64_at(vma, config!(layout.vma_vm_mm)).unwrap_or(0)
 }
 
 /// `&mm->mmap_lock`.
@@ -66,12 +145,9 @@ pub fn mm_lock(mm: u64) -> u64 {
 
 /// `vma->vm_file->f_op`: the mapping's file operations (0 if none).
 #[inline(always)]
-pub fn vma_fops(vma: u64) -> u64 {
-    let file = read::<u64>(vma + config!(layout.vma_vm_file) as u64).unwrap_or(0);
-    if file == 0 {
-        return 0;
-    }
-    read::<u64>(file + config!(layout.file_f_op) as u64).unwrap_or(0)
+pub fn vma_fops<R: Read>(vma: u64) -> u64 {
+    let file = R::u64_at(vma, config!(layout.vma_vm_file)).unwrap_or(0);
+    R::u64_at(file, config!(layout.file_f_op)).unwrap_or(0)
 }
 
 /// `fops->owner->name`: the module (DRM driver) that owns the mapping's file operations.

@@ -33,7 +33,7 @@ use crate::{
 #[kprobe]
 pub fn ttm_fault_enter(ctx: ProbeContext) -> u32 {
     if let Some(vmf) = ctx.arg::<u64>(0) {
-        episode::attempt_enter(attempt_kind::FAULT, vmf, 0);
+        episode::attempt_enter::<kernel::Probe>(attempt_kind::FAULT, vmf, 0);
     }
     0
 }
@@ -41,7 +41,28 @@ pub fn ttm_fault_enter(ctx: ProbeContext) -> u32 {
 /// Return of the same handlers: end of the attempt; VM_FAULT_RETRY keeps the episode open.
 #[kretprobe]
 pub fn ttm_fault_exit(ctx: RetProbeContext) -> u32 {
-    episode::attempt_exit(ctx.ret::<u64>() as u32);
+    episode::attempt_exit::<kernel::Probe>(ctx.ret::<u64>() as u32);
+    0
+}
+
+/// fentry on the same fault handlers, where the module's BTF lets the kernel build a BPF
+/// trampoline (Linux 5.11+ with CONFIG_DEBUG_INFO_BTF_MODULES; aya 0.14 cannot attach to a
+/// module function, so `module_trampoline` in probe-user loads it): a direct call from the
+/// handler's ftrace site instead of a kprobe's dispatch. Loaded once per handler; the section's
+/// function name is only a placeholder.
+#[fentry(function = "ttm_bo_vm_fault")]
+pub fn ttm_fault_fentry(ctx: FEntryContext) -> i32 {
+    // `vmf` is a `struct vm_fault *` typed by the handler's BTF: read directly.
+    episode::attempt_enter::<kernel::Btf>(attempt_kind::FAULT, ctx.arg::<u64>(0), 0);
+    0
+}
+
+/// fexit on the same fault handlers: `vm_fault_t handler(struct vm_fault *vmf)`, so the
+/// return value follows the one argument. Replaces a kretprobe (no return-address hijack, no
+/// instance to allocate, nothing for `maxactive` to miss).
+#[fexit(function = "ttm_bo_vm_fault")]
+pub fn ttm_fault_fexit(ctx: FExitContext) -> i32 {
+    episode::attempt_exit::<kernel::Btf>(ctx.arg::<u64>(1) as u32);
     0
 }
 
@@ -50,7 +71,7 @@ pub fn ttm_fault_exit(ctx: RetProbeContext) -> u32 {
 #[kprobe]
 pub fn ttm_access_enter(ctx: ProbeContext) -> u32 {
     if let Some(vma) = ctx.arg::<u64>(0) {
-        episode::attempt_enter(attempt_kind::ACCESS, 0, vma);
+        episode::attempt_enter::<kernel::Probe>(attempt_kind::ACCESS, 0, vma);
     }
     0
 }
@@ -58,7 +79,7 @@ pub fn ttm_access_enter(ctx: ProbeContext) -> u32 {
 /// Return of `ttm_bo_vm_access`.
 #[kretprobe]
 pub fn ttm_access_exit(ctx: RetProbeContext) -> u32 {
-    episode::attempt_exit(ctx.ret::<u64>() as u32);
+    episode::attempt_exit::<kernel::Probe>(ctx.ret::<u64>() as u32);
     0
 }
 
@@ -154,6 +175,24 @@ pub fn site_trylock_ret(ctx: ProbeContext) -> u32 {
     if let Some(r) = regs(&ctx) {
         episode::trylock_exit(r.rax as i32, Seen::InReserveSite);
     }
+    0
+}
+
+/// The first instruction of the path `ttm_bo_vm_reserve` (or xe's fast path) takes when its
+/// trylock succeeded, found by decoding the `test; je` after the call (probe-user `branch`):
+/// the same fact as [`site_trylock_ret`], at a place the kernel can optimize the kprobe into a
+/// jump (no breakpoint trap, no single-step). Also reached after a reservation wait; the
+/// first trylock result of an attempt is kept, so that does not count.
+#[kprobe]
+pub fn site_trylock_acquired(_ctx: ProbeContext) -> u32 {
+    episode::trylock_exit(1, Seen::InReserveSite);
+    0
+}
+
+/// The first instruction of the path taken when that trylock failed.
+#[kprobe]
+pub fn site_trylock_failed(_ctx: ProbeContext) -> u32 {
+    episode::trylock_exit(0, Seen::InReserveSite);
     0
 }
 

@@ -101,6 +101,19 @@ pub fn active_add(delta: u64) {
     }
 }
 
+/// Adds one to this CPU's slot of a per-CPU map value. Atomic although the slot is this
+/// CPU's: a trampoline program runs with migration, not preemption, disabled, so on a
+/// preemptible kernel another program can run on the same CPU between its load and store.
+#[inline(always)]
+pub fn per_cpu_inc(p: *mut u64) {
+    // SAFETY: a valid, 8-byte aligned map value pointer.
+    unsafe {
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            p, 1,
+        );
+    }
+}
+
 /// Whether any thread is inside a TTM attempt.
 #[inline(always)]
 pub fn any_active() -> bool {
@@ -121,8 +134,7 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 
 #[inline(always)]
 pub fn bump(index: u32) {
     if let Some(p) = STATS.get_ptr_mut(index) {
-        // SAFETY: per-CPU slot, programs do not nest on a CPU for these attach types.
-        unsafe { *p += 1 };
+        per_cpu_inc(p);
     }
 }
 

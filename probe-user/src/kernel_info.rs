@@ -25,6 +25,87 @@ pub struct KernelInfo {
     /// Active lockdown mode ("none", "integrity", "confidentiality"), when securityfs says.
     pub lockdown: Option<String>,
     pub has_lock_tracepoints: bool,
+    /// The preemption model the kernel runs with.
+    pub preemption: Preemption,
+}
+
+/// The kernel's preemption model: whether kernel code, a BPF program included, can be
+/// preempted at any point. A trampoline (fentry/fexit) program runs with migration disabled
+/// but preemption enabled; if it is preempted and another task on that CPU reaches the same
+/// program, the kernel skips that run (`recursion_misses`). kprobe programs run with
+/// preemption off, so they are never skipped that way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Preemption {
+    None,
+    Voluntary,
+    Full,
+    /// PREEMPT_LAZY (6.13+): preempted at the next tick at the latest.
+    Lazy,
+    Rt,
+    /// PREEMPT_DYNAMIC with debugfs unreadable: any of the above but RT.
+    #[default]
+    Unknown,
+}
+
+impl Preemption {
+    /// Whether a running BPF program can be preempted (so that a trampoline program can be
+    /// skipped). Unknown counts as yes.
+    pub fn preempts_programs(self) -> bool {
+        !matches!(self, Preemption::None | Preemption::Voluntary)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Preemption::None => "none",
+            Preemption::Voluntary => "voluntary",
+            Preemption::Full => "full",
+            Preemption::Lazy => "lazy",
+            Preemption::Rt => "PREEMPT_RT",
+            Preemption::Unknown => "unknown (PREEMPT_DYNAMIC; debugfs sched/preempt unreadable)",
+        }
+    }
+
+    /// The current mode of a PREEMPT_DYNAMIC kernel from debugfs's `sched/preempt`, where it
+    /// is the parenthesised word: "none voluntary (full) lazy".
+    pub fn from_sched_preempt(text: &str) -> Option<Self> {
+        let start = text.find('(')?;
+        let end = text[start..].find(')')? + start;
+        match &text[start + 1..end] {
+            "none" => Some(Preemption::None),
+            "voluntary" => Some(Preemption::Voluntary),
+            "full" => Some(Preemption::Full),
+            "lazy" => Some(Preemption::Lazy),
+            _ => None,
+        }
+    }
+
+    /// The model from `/proc/version` ("... SMP PREEMPT_DYNAMIC Debian ..."), which names the
+    /// build's model: PREEMPT_RT, PREEMPT_LAZY, PREEMPT (full) or PREEMPT_DYNAMIC (chosen at
+    /// boot: `Unknown`); none of them is a voluntary or non-preemptible build.
+    pub fn from_version(version: &str) -> Self {
+        let words: Vec<&str> = version.split_whitespace().collect();
+        if words.contains(&"PREEMPT_RT") {
+            Preemption::Rt
+        } else if words.contains(&"PREEMPT_DYNAMIC") {
+            Preemption::Unknown
+        } else if words.contains(&"PREEMPT_LAZY") {
+            Preemption::Lazy
+        } else if words.contains(&"PREEMPT") {
+            Preemption::Full
+        } else {
+            Preemption::Voluntary
+        }
+    }
+
+    pub fn read(version: &str) -> Self {
+        let from_version = Self::from_version(version);
+        if from_version != Preemption::Unknown {
+            return from_version;
+        }
+        read_trim("/sys/kernel/debug/sched/preempt")
+            .and_then(|t| Self::from_sched_preempt(&t))
+            .unwrap_or(Preemption::Unknown)
+    }
 }
 
 fn read_trim(path: &str) -> Option<String> {
@@ -43,6 +124,7 @@ pub fn parse_lockdown(text: &str) -> Option<String> {
 impl KernelInfo {
     pub fn read() -> Self {
         let uts = nix::sys::utsname::uname().ok();
+        let version = read_trim("/proc/version").unwrap_or_default();
         Self {
             release: uts
                 .as_ref()
@@ -52,7 +134,8 @@ impl KernelInfo {
                 .as_ref()
                 .map(|u| u.nodename().to_string_lossy().into_owned())
                 .unwrap_or_default(),
-            version: read_trim("/proc/version").unwrap_or_default(),
+            version: version.clone(),
+            preemption: Preemption::read(&version),
             ttm_srcversion: read_trim("/sys/module/ttm/srcversion"),
             ttm_taint: read_trim("/sys/module/ttm/taint"),
             ttm_version: read_trim("/sys/module/ttm/version"),
@@ -250,6 +333,48 @@ pub fn tracepoint_source(system: &str, name: &str) -> Option<TracepointSource> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn preemption_models() {
+        use Preemption::*;
+        let debian = "Linux version 6.12.57+deb13-amd64 (debian-kernel@lists.debian.org) \
+                      (gcc 14.2.0) #1 SMP PREEMPT_DYNAMIC Debian 6.12.57-1 (2025-11-05)";
+        assert_eq!(Preemption::from_version(debian), Unknown);
+        let rt = "Linux version 6.12.57+deb13-rt-amd64 #1 SMP PREEMPT_RT Debian 6.12.57-1";
+        assert_eq!(Preemption::from_version(rt), Rt);
+        assert_eq!(
+            Preemption::from_version("Linux version 5.10.0 #1 SMP PREEMPT Mon"),
+            Full
+        );
+        assert_eq!(
+            Preemption::from_version("Linux version 5.10.0 #1 SMP Debian"),
+            Voluntary
+        );
+        assert_eq!(
+            Preemption::from_sched_preempt("none (voluntary) full"),
+            Some(Voluntary)
+        );
+        assert_eq!(
+            Preemption::from_sched_preempt("none voluntary full (lazy)"),
+            Some(Lazy)
+        );
+        assert_eq!(
+            Preemption::from_sched_preempt("(none) voluntary full"),
+            Some(None)
+        );
+        assert_eq!(
+            Preemption::from_sched_preempt("none voluntary (full) lazy"),
+            Some(Full)
+        );
+        assert_eq!(
+            Preemption::from_sched_preempt("none voluntary full"),
+            Option::None
+        );
+        assert!(!Voluntary.preempts_programs() && !None.preempts_programs());
+        for m in [Full, Lazy, Rt, Unknown] {
+            assert!(m.preempts_programs(), "{m:?}");
+        }
+    }
 
     #[test]
     fn lockdown_mode() {

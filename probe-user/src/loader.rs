@@ -2,7 +2,7 @@
 //! discovery plan says. Entry probes use aya's kprobes; return probes use tracefs with a large
 //! `maxactive` (see `retprobe`).
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use anyhow::{Context, Result, anyhow};
 use aya::{
@@ -18,7 +18,7 @@ pub use crate::loss::ProbeStats;
 use crate::{
     callsites::SitePlan,
     discovery::{AttachPlan, ContentionSource},
-    prog_fdinfo,
+    module_trampoline, prog_fdinfo,
     retprobe::{self, ProbeKind, TraceProbe},
     session::VmlinuxHooks,
 };
@@ -40,6 +40,9 @@ pub struct LoadOptions {
     pub sites_required: bool,
     /// Count quiet episodes in the kernel (`QUIET`) instead of sending each as a record.
     pub quiet_in_kernel: bool,
+    /// How to hook the fault handlers: fentry/fexit through the module's BTF (`Auto`: with a
+    /// fallback to kprobes when the kernel refuses), or kprobes/kretprobes.
+    pub handler_hooks: VmlinuxHooks,
 }
 
 /// Attached probes. Dropping it detaches everything (tracefs events included).
@@ -51,10 +54,15 @@ pub struct Probes {
     pub attached: Vec<String>,
     /// Why the call sites planned were not used, when attaching them failed.
     pub fallback: Option<String>,
+    /// fentry/fexit programs on the fault handlers (module functions).
+    module_trampolines: Vec<module_trampoline::Attached>,
+    /// Why the fault handlers are hooked with kprobes although trampolines were allowed.
+    pub handler_fallback: Option<String>,
 }
 
 impl Probes {
-    pub fn load(plan: &AttachPlan, opts: &LoadOptions) -> Result<Self> {
+    /// `vmlinux` is the kernel's BTF, the base of the modules' split BTF.
+    pub fn load(plan: &AttachPlan, opts: &LoadOptions, vmlinux: &btf_rs::Btf) -> Result<Self> {
         let mut config = opts.config;
         if plan.trylock.is_some() || opts.sites.is_some() {
             config.flags |= config_flag::TRYLOCK_PROBED;
@@ -77,10 +85,31 @@ impl Probes {
             ebpf,
             attached: Vec::new(),
             fallback: None,
+            module_trampolines: Vec::new(),
+            handler_fallback: None,
         };
-        for (sym, _module) in &plan.fault_handlers {
-            probes.kprobe("ttm_fault_enter", sym)?;
-            probes.kretprobe("ttm_fault_exit", sym, &tracefs, opts.maxactive)?;
+        let trampolines = match opts.handler_hooks {
+            VmlinuxHooks::Kprobes => false,
+            VmlinuxHooks::Trampolines => {
+                probes
+                    .handler_trampolines(plan, vmlinux)
+                    .context("--handler-hooks trampolines")?;
+                true
+            }
+            VmlinuxHooks::Auto => match probes.handler_trampolines(plan, vmlinux) {
+                Ok(()) => true,
+                Err(e) => {
+                    // Said by the caller, and in the recording's attach points.
+                    probes.handler_fallback = Some(format!("{e:#}"));
+                    false
+                }
+            },
+        };
+        if !trampolines {
+            for (sym, _module) in &plan.fault_handlers {
+                probes.kprobe("ttm_fault_enter", sym)?;
+                probes.kretprobe("ttm_fault_exit", sym, &tracefs, opts.maxactive)?;
+            }
         }
         if let Some(sym) = &plan.access {
             probes.kprobe("ttm_access_enter", sym)?;
@@ -137,6 +166,32 @@ impl Probes {
             None => probes.raw_tracepoint("thread_exit", "sched_process_exit")?,
         }
         Ok(probes)
+    }
+
+    /// fentry + fexit on every fault handler (module functions, through their module's BTF).
+    /// All or none: on any failure what was attached is detached again.
+    fn handler_trampolines(&mut self, plan: &AttachPlan, vmlinux: &btf_rs::Btf) -> Result<()> {
+        let mut loader = module_trampoline::Loader::new(OBJECT, &self.ebpf, vmlinux)?;
+        let mut attached = Vec::new();
+        for (sym, module) in &plan.fault_handlers {
+            anyhow::ensure!(
+                !module.is_empty(),
+                "{sym} is built into vmlinux, not a module"
+            );
+            // Every TTM fault handler is `vm_fault_t handler(struct vm_fault *vmf)`.
+            for (prog, kind) in [
+                ("ttm_fault_fentry", module_trampoline::Kind::Entry),
+                ("ttm_fault_fexit", module_trampoline::Kind::Exit),
+            ] {
+                attached.push(loader.attach(prog, kind, sym, module, 1)?);
+            }
+        }
+        for a in &attached {
+            self.attached
+                .push(format!("{}:{} [{}]", a.kind.label(), a.function, a.module));
+        }
+        self.module_trampolines = attached;
+        Ok(())
     }
 
     /// Hooks on `ttm_bo_vm_reserve` and on the vmlinux functions it calls (`ww_mutex_*`,
@@ -376,35 +431,51 @@ impl Probes {
     /// The programs the kernel skipped (`recursion_misses` > 0), by program name: which
     /// facts went missing.
     pub fn skipped_programs(&self) -> std::collections::BTreeMap<String, u64> {
-        self.ebpf
+        let mut out = std::collections::BTreeMap::new();
+        for (name, fd) in self.program_fds() {
+            if let Some(n) = prog_fdinfo::recursion_misses(fd).filter(|n| *n > 0) {
+                *out.entry(name).or_insert(0) += n;
+            }
+        }
+        out
+    }
+
+    /// Every loaded program by name; a module trampoline program is loaded once per handler,
+    /// so a name can repeat.
+    fn program_fds(&self) -> Vec<(String, BorrowedFd<'_>)> {
+        let mut out: Vec<(String, BorrowedFd<'_>)> = self
+            .ebpf
             .programs()
-            .filter_map(|(name, prog)| {
-                let fd = prog.fd().ok()?;
-                let n = prog_fdinfo::recursion_misses(fd.as_fd())?;
-                (n > 0).then(|| (name.to_string(), n))
-            })
-            .collect()
+            .filter_map(|(name, prog)| Some((name.to_string(), prog.fd().ok()?.as_fd())))
+            .collect();
+        out.extend(
+            self.module_trampolines
+                .iter()
+                .map(|t| (t.program.to_string(), t.prog_fd())),
+        );
+        out
     }
 
     /// Each loaded program's runs and run time (`--program-costs`; counted only while the
     /// kernel's run-time statistics are on).
     pub fn program_costs(&self) -> std::collections::BTreeMap<String, prog_fdinfo::ProgramCost> {
-        self.ebpf
-            .programs()
-            .filter_map(|(name, prog)| {
-                let fd = prog.fd().ok()?;
-                Some((name.to_string(), prog_fdinfo::cost(fd.as_fd())?))
-            })
-            .collect()
+        let mut out = std::collections::BTreeMap::<String, prog_fdinfo::ProgramCost>::new();
+        for (name, fd) in self.program_fds() {
+            if let Some(c) = prog_fdinfo::cost(fd) {
+                let e = out.entry(name).or_default();
+                e.runs += c.runs;
+                e.run_time_ns += c.run_time_ns;
+            }
+        }
+        out
     }
 
     /// Sum of `recursion_misses` over the loaded programs; `None` if the kernel reports it
     /// for none of them (before 5.12).
     fn recursion_misses(&self) -> Option<u64> {
         let mut total = None;
-        for (_, prog) in self.ebpf.programs() {
-            let Ok(fd) = prog.fd() else { continue };
-            if let Some(n) = prog_fdinfo::recursion_misses(fd.as_fd()) {
+        for (_, fd) in self.program_fds() {
+            if let Some(n) = prog_fdinfo::recursion_misses(fd) {
                 total = Some(total.unwrap_or(0) + n);
             }
         }

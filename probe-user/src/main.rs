@@ -8,6 +8,7 @@
 mod aggregate;
 mod attribution;
 mod bench;
+mod branch;
 mod callsites;
 mod check;
 mod compare;
@@ -21,6 +22,7 @@ mod layout;
 mod loader;
 mod loss;
 mod memlock;
+mod module_trampoline;
 mod perf_event;
 mod pipeline_bench;
 mod preflight;

@@ -50,6 +50,13 @@ pub struct TraceArgs {
     /// BPF trampolines (fentry/fexit, cheaper) with kprobes as fallback, or only one of them.
     #[arg(long, value_enum, default_value_t = VmlinuxHooks::Auto)]
     pub vmlinux_hooks: VmlinuxHooks,
+    /// How to hook the TTM fault handlers: fentry/fexit through their module's BTF (Linux
+    /// 5.11+; a fraction of a kprobe + kretprobe's cost), or kprobes. `auto` takes
+    /// trampolines only where kernel code is not preempted (preempt=none/voluntary): on a
+    /// preemptible kernel the kernel skips a trampoline program that another task on the same
+    /// CPU preempted (counted as recursion_misses), and a fault's start or end would be lost.
+    #[arg(long, value_enum, default_value_t = VmlinuxHooks::Auto)]
+    pub handler_hooks: VmlinuxHooks,
     /// Where to observe the trylock, the mmap_lock drop and the reservation waits: at their
     /// call sites inside the TTM functions (nothing runs for the rest of the system; needs
     /// the loaded module's .ko file), on the vmlinux functions themselves (every caller in
@@ -268,6 +275,17 @@ pub async fn run_with_sink(
     } else {
         None
     };
+    let handler_hooks = match args.handler_hooks {
+        VmlinuxHooks::Auto if kernel.preemption.preempts_programs() => {
+            eprintln!(
+                "ttmlat: fault handlers: kprobes (preemption model {}: a preempted trampoline \
+                 program would be skipped)",
+                kernel.preemption.name()
+            );
+            VmlinuxHooks::Kprobes
+        }
+        other => other,
+    };
     eprintln!("ttmlat: hooks: {hook_sites}");
     let mut probes = Probes::load(
         &plan,
@@ -280,8 +298,13 @@ pub async fn run_with_sink(
             sites,
             sites_required: args.hook_sites == HookSites::CallSites,
             quiet_in_kernel: !args.every_episode,
+            handler_hooks,
         },
+        &vmlinux_btf,
     )?;
+    if let Some(why) = &probes.handler_fallback {
+        eprintln!("ttmlat: fault handlers: kprobes (trampolines failed: {why})");
+    }
     let mut meta = Meta {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         command_line: std::env::args().collect(),

@@ -528,7 +528,7 @@ fn stock_6_1_drops_mmap_lock_and_retries_with_kprobe_hooks() -> Result<()> {
     let c = contention_with(
         "6.1",
         TtmVariant::Stock,
-        "--hook-sites vmlinux --vmlinux-hooks kprobes",
+        "--hook-sites vmlinux --vmlinux-hooks kprobes --handler-hooks kprobes",
     )?;
     let points: Vec<&str> = c.rec["meta"]["attach_points"]
         .as_array()
@@ -542,7 +542,7 @@ fn stock_6_1_drops_mmap_lock_and_retries_with_kprobe_hooks() -> Result<()> {
             && !points
                 .iter()
                 .any(|p| p.starts_with("fentry:") || p.starts_with("fexit:")),
-        "--vmlinux-hooks kprobes attached {points:?}"
+        "--vmlinux-hooks kprobes --handler-hooks kprobes attached {points:?}"
     );
     stock_checks("6.1 stock, kprobe hooks", &c)
 }

@@ -17,7 +17,9 @@ use xtask::{lab::TtmVariant, labtest};
 /// The call sites ttmlat should hook in xe, as `function+0xoffset`, from `objdump -dr` of the
 /// module: a `call` whose relocation names one of the probed callees, inside xe's fault
 /// handler or its fastpath. The drop (`up_read`) and the wait's start are the call itself;
-/// the trylock's result and the wait's end are read at the instruction after the call.
+/// the wait's end is the instruction after the call. The trylock's result is read where the
+/// code goes on after `test %eax,%eax; je/jne X` right after the call: X and the instruction
+/// after the jump (or, for any other sequence, the instruction after the call).
 fn objdump_sites(ko_xz: &std::path::Path) -> Result<BTreeSet<String>> {
     let ko = std::env::temp_dir().join(format!("lab-xe-{}.ko", std::process::id()));
     let xz = Command::new("xz")
@@ -38,49 +40,88 @@ fn objdump_sites(ko_xz: &std::path::Path) -> Result<BTreeSet<String>> {
         ensure!(out.status.success(), "objdump failed");
         let text = String::from_utf8_lossy(&out.stdout);
         let mut start = None;
-        let mut last_insn: Option<(u64, bool)> = None;
+        // (address, instruction text) in order, and (call address, callee).
+        let mut insns: Vec<(u64, String)> = Vec::new();
+        let mut calls: Vec<(u64, String)> = Vec::new();
         for line in text.lines() {
             let t = line.trim();
             if let Some(addr) = t.strip_suffix(&format!(" <{function}>:")) {
                 start = u64::from_str_radix(addr, 16).ok();
-            } else if let Some((addr, rest)) = t.split_once(':') {
-                let Ok(a) = u64::from_str_radix(addr, 16) else {
-                    continue;
-                };
-                let rest = rest.trim_start();
-                if !rest.starts_with("R_X86_64_") {
-                    last_insn = Some((a, rest.starts_with("call")));
-                    continue;
+                continue;
+            }
+            let Some((addr, rest)) = t.split_once(':') else {
+                continue;
+            };
+            let Ok(a) = u64::from_str_radix(addr, 16) else {
+                continue;
+            };
+            let rest = rest.trim_start();
+            if !rest.starts_with("R_X86_64_") {
+                insns.push((a, rest.to_string()));
+                continue;
+            }
+            // A relocation line: it belongs to the call before it only if it is that call's
+            // rel32 (this objdump also lists other relocations of the section).
+            let Some((insn, last)) = insns.last() else {
+                continue;
+            };
+            if !last.starts_with("call") || a != insn + 1 {
+                continue;
+            }
+            let callee = rest.split_whitespace().nth(1).unwrap_or("");
+            let callee = callee.split(['-', '+']).next().unwrap_or("");
+            calls.push((*insn, callee.to_string()));
+        }
+        let s = start.context("objdump printed no function start")?;
+        let at = |a: u64| format!("{function}+{:#x}", a - s);
+        for (call, callee) in &calls {
+            let after = call + 5;
+            match callee.as_str() {
+                "up_read" => {
+                    sites.insert(at(*call));
                 }
-                // A relocation line: it belongs to the call before it only if it is that
-                // call's rel32 (this objdump also lists other relocations of the section).
-                let (Some(s), Some((insn, true))) = (start, last_insn) else {
-                    continue;
-                };
-                if a != insn + 1 {
-                    continue;
+                "drm_exec_lock_obj" => {
+                    sites.insert(at(*call));
+                    sites.insert(at(after));
                 }
-                let callee = rest.split_whitespace().nth(1).unwrap_or("");
-                let callee = callee.split(['-', '+']).next().unwrap_or("");
-                let (call, after) = (insn - s, insn + 5 - s);
-                match callee {
-                    "up_read" => {
-                        sites.insert(format!("{function}+{call:#x}"));
+                "ww_mutex_trylock" => match trylock_paths(&insns, after) {
+                    Some((taken, next)) => {
+                        sites.insert(at(taken));
+                        sites.insert(at(next));
                     }
-                    "drm_exec_lock_obj" => {
-                        sites.insert(format!("{function}+{call:#x}"));
-                        sites.insert(format!("{function}+{after:#x}"));
+                    None => {
+                        sites.insert(at(after));
                     }
-                    "ww_mutex_trylock" => {
-                        sites.insert(format!("{function}+{after:#x}"));
-                    }
-                    _ => {}
-                }
+                },
+                _ => {}
             }
         }
     }
     let _ = fs::remove_file(&ko);
     Ok(sites)
+}
+
+/// For `test %eax,%eax` (or `%al`) at `after` followed by `je`/`jne X`: (X, the instruction
+/// after the jump).
+fn trylock_paths(insns: &[(u64, String)], after: u64) -> Option<(u64, u64)> {
+    let i = insns.iter().position(|(a, _)| *a == after)?;
+    let words = |k: usize| -> Vec<&str> {
+        insns
+            .get(k)
+            .map(|(_, t)| t.split_whitespace().collect())
+            .unwrap_or_default()
+    };
+    let test = words(i);
+    if test.first() != Some(&"test") || !matches!(test.get(1), Some(&"%eax,%eax" | &"%al,%al")) {
+        return None;
+    }
+    let jump = words(i + 1);
+    if !matches!(jump.first(), Some(&"je" | &"jne")) {
+        return None;
+    }
+    let target = u64::from_str_radix(jump.get(1)?, 16).ok()?;
+    let next = insns.get(i + 2)?.0;
+    Some((target, next))
 }
 
 #[test]
@@ -108,7 +149,11 @@ $TTMLAT check > $LAB_OUT/check.txt 2>&1 || {{ cat $LAB_OUT/check.txt; exit 3; }}
         .context("attach_points")?
         .iter()
         .filter_map(Value::as_str)
-        .filter_map(|p| p.strip_prefix("kprobe:"))
+        // The handler itself is a kprobe or, where trampolines are taken, an fentry.
+        .filter_map(|p| {
+            p.strip_prefix("kprobe:")
+                .or_else(|| p.strip_prefix("fentry:")?.strip_suffix(" [xe]"))
+        })
         .filter(|p| p.starts_with("xe_bo_cpu_fault"))
         .map(str::to_string)
         .collect();

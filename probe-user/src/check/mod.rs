@@ -242,11 +242,64 @@ fn hook_sites(report: &Report) -> Option<Check> {
     })
 }
 
+/// How `record`/`serve` will hook the fault handlers by default (`--handler-hooks auto`):
+/// trampolines when kernel code is not preempted and every handler's module has BTF, kprobes
+/// otherwise, with the reason. Whether the kernel then accepts the programs is only known when
+/// they load (a refusal falls back to kprobes, said on stderr).
+fn handler_hooks(report: &Report, preemption: crate::kernel_info::Preemption) -> Option<Check> {
+    const ID: &str = "handler_hooks";
+    const NAME: &str = "fault-handler hooks";
+    let plan = report.plan.as_ref()?;
+    if preemption.preempts_programs() {
+        return Some(Check::new(
+            ID,
+            NAME,
+            State::Info,
+            format!(
+                "kprobe + kretprobe: preemption model {}, where the kernel would skip a                  preempted trampoline program",
+                preemption.name()
+            ),
+        ));
+    }
+    let missing: Vec<&str> = plan
+        .fault_handlers
+        .iter()
+        .map(|(_, module)| module.as_str())
+        .filter(|m| m.is_empty() || !std::path::Path::new("/sys/kernel/btf").join(m).exists())
+        .collect();
+    Some(if missing.is_empty() {
+        Check::new(
+            ID,
+            NAME,
+            State::Ok,
+            format!(
+                "fentry/fexit through module BTF (preemption model {})",
+                preemption.name()
+            ),
+        )
+    } else {
+        Check::new(
+            ID,
+            NAME,
+            State::Info,
+            format!(
+                "kprobe + kretprobe: no BTF in /sys/kernel/btf for {}",
+                missing.join(", ")
+            ),
+        )
+    })
+}
+
 /// `ttmlat check [--json]`: prints the report; `Ok(true)` when ttmlat can run.
 pub fn run(json: bool) -> Result<bool> {
     let mut report = run_checks(DEFAULT_MAXACTIVE);
     if report.can_run
         && let Some(c) = hook_sites(&report)
+    {
+        report.checks.push(c);
+    }
+    if report.can_run
+        && let Some(c) = handler_hooks(&report, crate::kernel_info::KernelInfo::read().preemption)
     {
         report.checks.push(c);
     }
