@@ -33,6 +33,9 @@ run_ttmlat() {
     P=$!
     for i in $(seq 1 600); do [ -f /tmp/ttmlat.ready ] && break; kill -0 $P 2>/dev/null || break; sleep 0.1; done
     [ -f /tmp/ttmlat.ready ] || { echo "ttmlat did not attach"; cat "$LAB_OUT/r$r-$name.txt"; exit 3; }
+    # The same 2 s after attaching as bpftrace gets (below): the kernel turns kprobes into
+    # jumps asynchronously after they are registered, and each observer is measured settled.
+    sleep 2
     ttmlat_loads $r $name
     kill -INT $P; wait $P || { echo "ttmlat record failed"; cat "$LAB_OUT/r$r-$name.txt"; exit 4; }
 }
