@@ -102,21 +102,42 @@ pub fn read_json(run: &LabRun, name: &str) -> Result<Value> {
     serde_json::from_str(text.trim()).with_context(|| format!("parsing {}", path.display()))
 }
 
-/// A recording's count map (path → n), zeros dropped.
+/// A recording's count map (path → n), zeros dropped. The map must be there and hold only
+/// counts (see [`num`]): two missing maps must not compare equal as empty.
 pub fn count_map(v: &Value) -> std::collections::BTreeMap<String, u64> {
     v.as_object()
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
-                .filter(|(_, n)| *n > 0)
-                .collect()
-        })
-        .unwrap_or_default()
+        .unwrap_or_else(|| panic!("expected a count map in the output, found {v}"))
+        .iter()
+        .map(|(k, v)| (k.clone(), num(v)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
 }
 
-/// A JSON number as u64 (0 when absent).
+/// A count ttmlat (or a workload) must have written. Fails the test, by panicking, when `v`
+/// is missing or not an unsigned integer: a renamed or dropped field cannot read as 0 and
+/// make a "nothing lost" or "state returned to zero" check pass.
 pub fn num(v: &Value) -> u64 {
-    v.as_u64().unwrap_or(0)
+    v.as_u64()
+        .unwrap_or_else(|| panic!("expected a count in the output, found {v}"))
+}
+
+/// `map[key]` of a map that leaves out zero entries (counts by path, processes): the map
+/// itself must be there; a key it lacks is 0.
+pub fn entry(map: &Value, key: &str) -> u64 {
+    entry_field(map, key, None)
+}
+
+/// `map[key][field]`, 0 when the map lacks `key` (a process with no episodes); the map and,
+/// for a present key, the field must be there.
+pub fn entry_field(map: &Value, key: &str, field: Option<&str>) -> u64 {
+    let obj = map
+        .as_object()
+        .unwrap_or_else(|| panic!("expected a map in the output, found {map}"));
+    match (obj.get(key), field) {
+        (None, _) => 0,
+        (Some(v), None) => num(v),
+        (Some(v), Some(f)) => num(&v[f]),
+    }
 }
 
 /// Every loss channel a recording's `probe_stats` must carry (ttmlat's `ProbeStats`), and
@@ -216,6 +237,28 @@ macro_rules! on_current_kernels {
 mod tests {
     use super::CURRENT_KERNELS;
     use crate::prepare::kernel_packages::LAB_KERNELS;
+
+    #[test]
+    fn counts_that_are_missing_fail_and_maps_may_omit_zeros() {
+        use super::{count_map, entry, entry_field, num};
+        let v = serde_json::json!({"n": 3, "paths": {"retry": 2, "quiet": 0},
+                                   "procs": {"7": {"episodes": 5}}});
+        assert_eq!(num(&v["n"]), 3);
+        assert_eq!(entry(&v["paths"], "retry"), 2);
+        assert_eq!(entry(&v["paths"], "held-wait"), 0);
+        assert_eq!(entry_field(&v["procs"], "7", Some("episodes")), 5);
+        assert_eq!(entry_field(&v["procs"], "8", Some("episodes")), 0);
+        assert_eq!(count_map(&v["paths"]).len(), 1);
+        for bad in [
+            std::panic::catch_unwind(|| num(&v["renamed"])),
+            std::panic::catch_unwind(|| num(&serde_json::json!(-1))),
+            std::panic::catch_unwind(|| entry(&v["no_such_map"], "retry")),
+            std::panic::catch_unwind(|| entry_field(&v["procs"], "7", Some("episode"))),
+            std::panic::catch_unwind(|| count_map(&v["no_such_map"]).len() as u64),
+        ] {
+            assert!(bad.is_err());
+        }
+    }
 
     #[test]
     fn only_recursion_misses_before_5_12_may_be_unknown() {

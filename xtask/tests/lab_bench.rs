@@ -55,7 +55,7 @@ fn check_recording(name: &str, rec: &Value, reps: u64, rounds: u64, threads: u64
             "{name}: no victim summary"
         );
         // The episodes attributed to the repetition are its processes' in `processes`.
-        let of = |p: u64| u(&rec["processes"][p.to_string()]["episodes"]);
+        let of = |p: u64| labtest::entry_field(&rec["processes"], &p.to_string(), Some("episodes"));
         ensure!(
             u(&r["episodes"]) == of(pid) + of(helper),
             "{name}: repetition episodes {} vs processes {} + {}",

@@ -300,14 +300,14 @@ fn agrees(kernel: &str, ttm: TtmVariant) -> Result<()> {
     );
     let held: u64 = ["held-wait", "interrupted", "access-held-wait"]
         .iter()
-        .filter_map(|p| c["attempts"][*p].as_u64())
+        .map(|p| labtest::entry(&c["attempts"], p))
         .sum();
     let prom_held = scalar_or_zero(&json(&run, "q_held.json")?)? as u64;
     ensure!(
         prom_held == held,
         "held waits: prometheus {prom_held}, recording {held}"
     );
-    let tried = c["tried_attempts"].as_u64().unwrap_or(0);
+    let tried = labtest::num(&c["tried_attempts"]);
     let prom_retries = scalar_or_zero(&json(&run, "q_retries.json")?)? as u64;
     ensure!(
         prom_retries == tried,

@@ -325,7 +325,7 @@ fn common_checks(label: &str, c: &Contention) -> Result<()> {
         o.completed_faults
     );
     // RETRY followed by the thread's next, first fault instead of a retry in a TTM handler.
-    let unhandled = u(&p["episode_paths"]["retry-no-handler"]);
+    let unhandled = labtest::entry(&p["episode_paths"], "retry-no-handler");
     eprintln!(
         "{label}: retry-no-handler: ttmlat {unhandled}, observer {} ({} retried without \
          entering TTM: the page was mapped meanwhile; the rest went back to user space or \
@@ -448,13 +448,13 @@ fn latency_checks(label: &str, c: &Contention, p: &Value) -> Result<()> {
 /// Attempts of the stress process (the observer watches its fault threads only) by path.
 fn attempts(c: &Contention, path: &str) -> u64 {
     let pid = c.stress["pid"].to_string();
-    u(&c.rec["processes"][pid]["attempt_paths"][path])
+    labtest::entry(&c.rec["processes"][pid]["attempt_paths"], path)
 }
 
 /// Episodes of the stress process by path.
 fn episodes(c: &Contention, path: &str) -> u64 {
     let pid = c.stress["pid"].to_string();
-    u(&c.rec["processes"][pid]["episode_paths"][path])
+    labtest::entry(&c.rec["processes"][pid]["episode_paths"], path)
 }
 
 fn stock_checks(label: &str, c: &Contention) -> Result<()> {
