@@ -390,6 +390,20 @@ impl Probes {
         RingBuf::try_from(map).context("EVENTS is not a ring buffer")
     }
 
+    /// The modules whose functions carry ttmlat's trampolines. The kernel holds a reference on
+    /// each for as long as the programs are loaded: `rmmod` of them is refused until ttmlat
+    /// exits (kprobes do not pin a module; they are removed with it).
+    pub fn pinned_modules(&self) -> Vec<String> {
+        let mut m: Vec<String> = self
+            .module_trampolines
+            .iter()
+            .map(|t| t.module.clone())
+            .collect();
+        m.sort();
+        m.dedup();
+        m
+    }
+
     /// Sums of the per-CPU counters.
     pub fn stats(&self) -> Result<ProbeStats> {
         let map = self

@@ -145,6 +145,8 @@ fn sigterm_during_record_writes_a_complete_file() -> Result<()> {
 /// does not wait). Then TTM loaded: it works. Then the driver and ttm unloaded while ttmlat is
 /// attached: ttmlat keeps running and writes a complete recording of what it saw. On the
 /// current kernels with bochs: module lifetimes and kprobes on module code are kernel behaviour.
+/// With `--handler-hooks kprobes`: trampolines on the handlers pin their modules (see
+/// [`trampolines_pin_the_handler_modules_6_12`]).
 fn ttm_loaded_late_and_unloaded_while_attached(kernel: &str) -> Result<()> {
     let body = format!(
         r#"{unload}
@@ -158,7 +160,7 @@ lsmod > $LAB_OUT/lsmod.txt
 sleep 1
 {stop}"#,
         unload = UNLOAD_TTM,
-        rec = record_start("rec", ""),
+        rec = record_start("rec", "--handler-hooks kprobes"),
         stop = record_stop("rec", "INT"),
     );
     let run = run_script(kernel, TtmVariant::Stock, &body)?;
@@ -194,6 +196,54 @@ fn ttm_loaded_late_and_unloaded_while_attached_6_12() -> Result<()> {
 #[ignore = "boots QEMU; needs root, ./scripts/setup.sh and a release build"]
 fn ttm_loaded_late_and_unloaded_while_attached_6_12_rt() -> Result<()> {
     ttm_loaded_late_and_unloaded_while_attached("6.12-rt")
+}
+
+/// The default on 6.12 (preemption voluntary, module BTF): fentry/fexit on the handler. The
+/// kernel then holds a reference on ttm while ttmlat runs: unloading it is refused (and ttmlat
+/// says so at start), faults are still counted, and once ttmlat exits the unload succeeds.
+#[test]
+#[ignore = "boots QEMU; needs root, ./scripts/setup.sh and a release build"]
+fn trampolines_pin_the_handler_modules_6_12() -> Result<()> {
+    let body = format!(
+        r#"{rec}$TTMLAT workload touch --size 2M --json > $LAB_OUT/touch.json
+modprobe -d "$LAB_KROOT" -r "$LAB_DRIVER" > $LAB_OUT/rmmod.txt 2>&1 || true
+modprobe -d "$LAB_KROOT" -r drm_ttm_helper ttm >> $LAB_OUT/rmmod.txt 2>&1 || true
+[ -e /sys/module/ttm ] && echo pinned > $LAB_OUT/while.txt
+{stop}
+modprobe -d "$LAB_KROOT" -r "$LAB_DRIVER" 2>/dev/null || true
+modprobe -d "$LAB_KROOT" -r drm_ttm_helper ttm 2>/dev/null || true
+[ -e /sys/module/ttm ] && echo loaded > $LAB_OUT/after.txt
+true"#,
+        rec = record_start("rec", ""),
+        stop = record_stop("rec", "INT"),
+    );
+    let run = run_script("6.12", TtmVariant::Stock, &body)?;
+    let said = std::fs::read_to_string(run.out_dir.join("rec.txt"))?;
+    ensure!(
+        said.contains("fentry/fexit; the kernel pins") && said.contains("ttm"),
+        "ttmlat did not say it pins ttm: {said}"
+    );
+    ensure!(
+        run.out_dir.join("while.txt").exists(),
+        "ttm was unloaded under ttmlat's trampolines (the kernel no longer pins it?): {}",
+        std::fs::read_to_string(run.out_dir.join("rmmod.txt")).unwrap_or_default()
+    );
+    ensure!(
+        !run.out_dir.join("after.txt").exists(),
+        "ttm could not be unloaded after ttmlat exited"
+    );
+    let rec = read_json(&run, "rec.json")?;
+    let points = rec["meta"]["attach_points"].to_string();
+    ensure!(
+        points.contains("fentry:ttm_bo_vm_fault [ttm]"),
+        "not hooked with trampolines: {points}"
+    );
+    let pid = num(&read_json(&run, "touch.json")?["pid"]);
+    let p = rec["processes"]
+        .get(pid.to_string())
+        .context("no faults of the touch workload recorded")?;
+    ensure!(num(&p["episodes"]) > 0);
+    Ok(())
 }
 
 /// Scrape waves of [`serve_survives_100_concurrent_scrapes`].

@@ -273,8 +273,19 @@ fn handler_hooks(report: &Report, preemption: crate::kernel_info::Preemption) ->
             NAME,
             State::Ok,
             format!(
-                "fentry/fexit through module BTF (preemption model {})",
-                preemption.name()
+                "fentry/fexit through module BTF (preemption model {}); the kernel pins {} \
+                 while ttmlat runs (rmmod is refused; --handler-hooks kprobes avoids that)",
+                preemption.name(),
+                {
+                    let mut m: Vec<&str> = plan
+                        .fault_handlers
+                        .iter()
+                        .map(|(_, m)| m.as_str())
+                        .collect();
+                    m.sort_unstable();
+                    m.dedup();
+                    m.join(", ")
+                }
             ),
         )
     } else {

@@ -190,6 +190,14 @@ pub async fn run_with_sink(
     if let Some(why) = &probes.handler_fallback {
         eprintln!("ttmlat: fault handlers: kprobes (trampolines failed: {why})");
     }
+    let pinned = probes.pinned_modules();
+    if !pinned.is_empty() {
+        eprintln!(
+            "ttmlat: fault handlers: fentry/fexit; the kernel pins {} while ttmlat runs (rmmod \
+             is refused); --handler-hooks kprobes leaves them unloadable",
+            pinned.join(", ")
+        );
+    }
     let mut meta = Meta {
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         command_line: std::env::args().collect(),
