@@ -13,15 +13,27 @@ pub struct SymbolTable {
 }
 
 impl SymbolTable {
+    /// The symbols of `/proc/kallsyms` text that [`plan`] asks about ([`is_queried`]): the
+    /// full table of a distribution kernel is ~170,000 text symbols, and building it was most
+    /// of the second it took to read kallsyms under emulation.
+    pub fn queried_from_kallsyms(text: &str) -> Self {
+        Self::from_kallsyms_where(text, is_queried)
+    }
+
     /// Parses `/proc/kallsyms` text ("addr type name [module]"); keeps text symbols only.
+    #[cfg(test)]
     pub fn from_kallsyms(text: &str) -> Self {
+        Self::from_kallsyms_where(text, |_| true)
+    }
+
+    fn from_kallsyms_where(text: &str, keep: impl Fn(&str) -> bool) -> Self {
         let mut table = Self::default();
         for line in text.lines() {
             let mut it = line.split_whitespace();
             let (Some(_addr), Some(kind), Some(name)) = (it.next(), it.next(), it.next()) else {
                 continue;
             };
-            if !matches!(kind, "t" | "T") {
+            if !matches!(kind, "t" | "T") || !keep(name) {
                 continue;
             }
             let module = it
@@ -158,6 +170,31 @@ pub enum PlanError {
     Missing(&'static str, &'static str),
 }
 
+/// The reservation waits, in order of preference.
+const RESV_LOCKS: [&str; 2] = ["ww_mutex_lock_interruptible", "ww_mutex_lock"];
+/// `mmap_read_unlock` ends here.
+const READ_UNLOCK: &str = "up_read";
+/// Collateral stalls before `lock:contention_*` (5.19).
+const RWSEM_SLOWPATHS: [&str; 2] = ["rwsem_down_read_slowpath", "rwsem_down_write_slowpath"];
+const RESERVE: [&str; 1] = ["ttm_bo_vm_reserve"];
+/// `ttm_bo_vm_access` (5.5–6.18), `ttm_bo_access` (6.19+).
+const ACCESS: [&str; 2] = ["ttm_bo_vm_access", "ttm_bo_access"];
+/// Out of line since 5.16.
+const TRYLOCK: [&str; 1] = ["ww_mutex_trylock"];
+const THREAD_EXIT: &str = "exit_files";
+
+/// Whether [`plan`] asks the symbol table about `name`.
+pub fn is_queried(name: &str) -> bool {
+    FAULT_HANDLERS.iter().any(|h| h.symbol == name)
+        || RESV_LOCKS.contains(&name)
+        || RWSEM_SLOWPATHS.contains(&name)
+        || RESERVE.contains(&name)
+        || ACCESS.contains(&name)
+        || TRYLOCK.contains(&name)
+        || name == READ_UNLOCK
+        || name == THREAD_EXIT
+}
+
 /// Chooses the attach points from the symbols and tracepoints this kernel has.
 pub fn plan(symbols: &SymbolTable, has_lock_tracepoints: bool) -> Result<AttachPlan, PlanError> {
     let fault_handlers: Vec<(String, String)> = FAULT_HANDLERS
@@ -173,27 +210,27 @@ pub fn plan(symbols: &SymbolTable, has_lock_tracepoints: bool) -> Result<AttachP
     }
     let has = |name: &str| symbols.module_of(name).is_some();
     let first = |names: &[&str]| names.iter().find(|n| has(n)).map(|n| n.to_string());
-    let resv_lock: Vec<String> = ["ww_mutex_lock_interruptible", "ww_mutex_lock"]
+    let resv_lock: Vec<String> = RESV_LOCKS
         .iter()
         .filter(|n| has(n))
         .map(|n| n.to_string())
         .collect();
     if resv_lock.is_empty() {
         return Err(PlanError::Missing(
-            "ww_mutex_lock_interruptible",
+            RESV_LOCKS[0],
             "reservation waits cannot be timed",
         ));
     }
-    if !has("up_read") {
+    if !has(READ_UNLOCK) {
         return Err(PlanError::Missing(
-            "up_read",
+            READ_UNLOCK,
             "the mmap_lock drop cannot be observed",
         ));
     }
     let contention = if has_lock_tracepoints {
         ContentionSource::Tracepoints
     } else {
-        let slow: Vec<String> = ["rwsem_down_read_slowpath", "rwsem_down_write_slowpath"]
+        let slow: Vec<String> = RWSEM_SLOWPATHS
             .iter()
             .filter(|n| has(n))
             .map(|n| n.to_string())
@@ -206,16 +243,16 @@ pub fn plan(symbols: &SymbolTable, has_lock_tracepoints: bool) -> Result<AttachP
     };
     Ok(AttachPlan {
         fault_handlers,
-        reserve: first(&["ttm_bo_vm_reserve"]),
-        access: first(&["ttm_bo_vm_access", "ttm_bo_access"]),
-        trylock: first(&["ww_mutex_trylock"]),
+        reserve: first(&RESERVE),
+        access: first(&ACCESS),
+        trylock: first(&TRYLOCK),
         resv_lock,
-        read_unlock: "up_read".into(),
+        read_unlock: READ_UNLOCK.into(),
         contention,
         thread_exit: symbols
-            .module_of("exit_files")
+            .module_of(THREAD_EXIT)
             .filter(|m| *m == "vmlinux")
-            .map(|_| "exit_files".to_string()),
+            .map(|_| THREAD_EXIT.to_string()),
     })
 }
 
@@ -262,6 +299,45 @@ mod tests {
         assert_eq!(t.module_of("_stext"), Some("vmlinux"));
         assert_eq!(t.module_of("some_data"), None);
         assert_eq!(t.module_of("foo.isra.0"), None);
+    }
+
+    #[test]
+    fn the_queried_symbols_give_the_same_plan_as_the_whole_table() {
+        let drivers = [
+            "vmlinux",
+            "ttm",
+            "drm_vram_helper",
+            "bochs",
+            "amdgpu",
+            "radeon",
+            "nouveau",
+            "i915",
+            "vmwgfx",
+            "qxl",
+            "xe",
+        ];
+        for (release, modules) in [
+            ("6.1.0-56-amd64", &drivers[..10]),
+            ("6.12.117+deb12-amd64", &drivers[..10]),
+            ("7.2.13+deb14-amd64", &drivers[..]),
+        ] {
+            let full = debian(release, modules);
+            let mut some = SymbolTable::default();
+            for (name, mods) in &full.by_name {
+                if is_queried(name) {
+                    for m in mods {
+                        some.insert(name, m);
+                    }
+                }
+            }
+            assert!(some.by_name.len() < full.by_name.len() / 100, "{release}");
+            assert_eq!(plan(&some, true), plan(&full, true), "{release}");
+            assert_eq!(plan(&some, false), plan(&full, false), "{release}");
+        }
+        let text = "ffffffff81000000 T up_read\nffffffff81000010 T _stext\n";
+        let t = SymbolTable::queried_from_kallsyms(text);
+        assert_eq!(t.module_of("up_read"), Some("vmlinux"));
+        assert_eq!(t.module_of("_stext"), None);
     }
 
     #[test]

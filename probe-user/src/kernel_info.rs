@@ -148,7 +148,7 @@ impl KernelInfo {
     /// Function symbols of the running kernel and its modules.
     pub fn symbols(&self) -> Result<SymbolTable> {
         let text = std::fs::read_to_string("/proc/kallsyms").context("reading /proc/kallsyms")?;
-        Ok(SymbolTable::from_kallsyms(&text))
+        Ok(SymbolTable::queried_from_kallsyms(&text))
     }
 
     pub fn plan(&self) -> Result<AttachPlan> {

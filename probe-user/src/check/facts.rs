@@ -196,7 +196,7 @@ impl Facts {
                 std::fs::read_to_string("/proc/kallsyms")
                     .map(|text| Kallsyms {
                         addresses_hidden: kallsyms_addresses_hidden(&text),
-                        symbols: SymbolTable::from_kallsyms(&text),
+                        symbols: SymbolTable::queried_from_kallsyms(&text),
                     })
                     .map_err(|e| format!("cannot read /proc/kallsyms: {}", probe::errno_text(&e)))
             }),
