@@ -22,12 +22,21 @@ pub fn now() -> u64 {
 /// (a fault reads 0), a few instructions instead of a helper call. Only the chain of
 /// pointers read from such an argument qualifies; anything read back from a map is a number.
 pub trait Read {
-    /// The u64 at `base + off`; `None` if `base` is null.
-    fn u64_at(base: u64, off: u32) -> Option<u64>;
-    /// The u32 at `base + off`; `None` if `base` is null.
-    fn u32_at(base: u64, off: u32) -> Option<u32>;
+    /// A `T` at a non-null `addr`.
+    fn load<T: Copy>(addr: u64) -> Option<T>;
     /// The current task's comm, zero-padded.
     fn current_comm() -> Name;
+
+    /// The `T` at `base + off`; `None` if `base` is null. The null check comes before the
+    /// offset is added: the verifier accepts a direct load only through the pointer itself
+    /// plus a constant, never through a number such as `0 + off`.
+    #[inline(always)]
+    fn at<T: Copy>(base: u64, off: u32) -> Option<T> {
+        if base == 0 {
+            return None;
+        }
+        Self::load::<T>(base + off as u64)
+    }
 }
 
 /// `bpf_probe_read_kernel`: any address, any program type.
@@ -35,19 +44,8 @@ pub struct Probe;
 
 impl Read for Probe {
     #[inline(always)]
-    fn u64_at(base: u64, off: u32) -> Option<u64> {
-        if base == 0 {
-            return None;
-        }
-        read::<u64>(base + off as u64)
-    }
-
-    #[inline(always)]
-    fn u32_at(base: u64, off: u32) -> Option<u32> {
-        if base == 0 {
-            return None;
-        }
-        read::<u32>(base + off as u64)
+    fn load<T: Copy>(addr: u64) -> Option<T> {
+        read::<T>(addr)
     }
 
     #[inline(always)]
@@ -56,29 +54,15 @@ impl Read for Probe {
     }
 }
 
-/// Direct loads through a BTF-typed pointer (fentry/fexit programs only). The null check
-/// comes before the offset is added: the verifier accepts a load only through the pointer
-/// itself plus a constant, never through a number such as `0 + off`.
+/// Direct loads through a BTF-typed pointer (fentry/fexit programs only).
 pub struct Btf;
 
 impl Read for Btf {
     #[inline(always)]
-    fn u64_at(base: u64, off: u32) -> Option<u64> {
-        if base == 0 {
-            return None;
-        }
+    fn load<T: Copy>(addr: u64) -> Option<T> {
         // SAFETY: a BTF-typed kernel pointer plus a member offset from the same BTF; the
         // verifier rejects the program otherwise, and a faulting load reads 0.
-        Some(unsafe { core::ptr::read_volatile((base + off as u64) as *const u64) })
-    }
-
-    #[inline(always)]
-    fn u32_at(base: u64, off: u32) -> Option<u32> {
-        if base == 0 {
-            return None;
-        }
-        // SAFETY: as for `u64_at`.
-        Some(unsafe { core::ptr::read_volatile((base + off as u64) as *const u32) })
+        Some(unsafe { core::ptr::read_volatile(addr as *const T) })
     }
 
     /// Two loads from `current->comm` (`bpf_get_current_task_btf`, 5.11+: a trusted task
@@ -88,8 +72,8 @@ impl Read for Btf {
         // SAFETY: a helper without arguments; its result is a BTF-typed pointer.
         let task = unsafe { aya_ebpf::helpers::generated::bpf_get_current_task_btf() } as u64;
         let off = config!(layout.task_comm);
-        let lo = Self::u64_at(task, off).unwrap_or(0);
-        let hi = Self::u64_at(task, off + 8).unwrap_or(0);
+        let lo = Self::at::<u64>(task, off).unwrap_or(0);
+        let hi = Self::at::<u64>(task, off + 8).unwrap_or(0);
         probe_common::name_before_nul([lo, hi])
     }
 }
@@ -118,19 +102,19 @@ fn read_name(addr: u64) -> Name {
 /// `vmf->vma`.
 #[inline(always)]
 pub fn vmf_vma<R: Read>(vmf: u64) -> u64 {
-    R::u64_at(vmf, config!(layout.vm_fault_vma)).unwrap_or(0)
+    R::at::<u64>(vmf, config!(layout.vm_fault_vma)).unwrap_or(0)
 }
 
 /// `vmf->flags`.
 #[inline(always)]
 pub fn vmf_flags<R: Read>(vmf: u64) -> u32 {
-    R::u32_at(vmf, config!(layout.vm_fault_flags)).unwrap_or(0)
+    R::at::<u32>(vmf, config!(layout.vm_fault_flags)).unwrap_or(0)
 }
 
 /// `vma->vm_mm`.
 #[inline(always)]
 pub fn vma_mm<R: Read>(vma: u64) -> u64 {
-    R::u64_at(vma, config!(layout.vma_vm_mm)).unwrap_or(0)
+    R::at::<u64>(vma, config!(layout.vma_vm_mm)).unwrap_or(0)
 }
 
 /// `&mm->mmap_lock`.
@@ -146,8 +130,8 @@ pub fn mm_lock(mm: u64) -> u64 {
 /// `vma->vm_file->f_op`: the mapping's file operations (0 if none).
 #[inline(always)]
 pub fn vma_fops<R: Read>(vma: u64) -> u64 {
-    let file = R::u64_at(vma, config!(layout.vma_vm_file)).unwrap_or(0);
-    R::u64_at(file, config!(layout.file_f_op)).unwrap_or(0)
+    let file = R::at::<u64>(vma, config!(layout.vma_vm_file)).unwrap_or(0);
+    R::at::<u64>(file, config!(layout.file_f_op)).unwrap_or(0)
 }
 
 /// `fops->owner->name`: the module (DRM driver) that owns the mapping's file operations.

@@ -257,6 +257,18 @@ pub fn plan(symbols: &SymbolTable, has_lock_tracepoints: bool) -> Result<AttachP
 }
 
 impl AttachPlan {
+    /// The modules the fault handlers are in, each once (`""` for a handler in vmlinux).
+    pub fn handler_modules(&self) -> Vec<&str> {
+        let mut m: Vec<&str> = self
+            .fault_handlers
+            .iter()
+            .map(|(_, m)| m.as_str())
+            .collect();
+        m.sort_unstable();
+        m.dedup();
+        m
+    }
+
     /// Human-readable notes of the handlers in the plan.
     pub fn handler_notes(&self) -> Vec<String> {
         self.fault_handlers

@@ -97,6 +97,11 @@ impl Preemption {
         }
     }
 
+    /// The running kernel's model.
+    pub fn current() -> Self {
+        Self::read(&read_trim("/proc/version").unwrap_or_default())
+    }
+
     pub fn read(version: &str) -> Self {
         let from_version = Self::from_version(version);
         if from_version != Preemption::Unknown {

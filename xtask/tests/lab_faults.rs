@@ -174,13 +174,7 @@ sleep 1
         !lsmod.lines().any(|l| l.starts_with("ttm ")),
         "ttm was not unloaded while ttmlat was attached: {lsmod}"
     );
-    let rec = read_json(&run, "rec.json")?;
-    let pid = num(&read_json(&run, "touch.json")?["pid"]);
-    let p = rec["processes"]
-        .get(pid.to_string())
-        .context("the recording lost the faults made before the unload")?;
-    ensure!(num(&p["episodes"]) > 0);
-    Ok(())
+    touch_episodes_recorded(&run, &read_json(&run, "rec.json")?)
 }
 
 // Not on `newest`: qxl on 7.2.13 cannot be reloaded after `rmmod` (its interrupt fires into
@@ -238,11 +232,16 @@ true"#,
         points.contains("fentry:ttm_bo_vm_fault [ttm]"),
         "not hooked with trampolines: {points}"
     );
-    let pid = num(&read_json(&run, "touch.json")?["pid"]);
+    touch_episodes_recorded(&run, &rec)
+}
+
+/// The recording holds episodes of the `workload touch` run (its pid in touch.json).
+fn touch_episodes_recorded(run: &xtask::lab::LabRun, rec: &Value) -> Result<()> {
+    let pid = num(&read_json(run, "touch.json")?["pid"]);
     let p = rec["processes"]
         .get(pid.to_string())
-        .context("no faults of the touch workload recorded")?;
-    ensure!(num(&p["episodes"]) > 0);
+        .context("the recording has no faults of the touch workload")?;
+    ensure!(num(&p["episodes"]) > 0, "no episodes of pid {pid}");
     Ok(())
 }
 

@@ -79,10 +79,7 @@ fn finds_calls_and_their_returns_in_probed_functions_only() -> Result<()> {
         ("handler".to_string(), FunctionKind::Handler),
     ]);
     let sites = scan(&elf, &functions)?;
-    let got: Vec<(&str, u64, SiteRole)> = sites
-        .iter()
-        .map(|s| (s.function.as_str(), s.offset, s.role))
-        .collect();
+    let got = placed(&sites);
     assert_eq!(
         got,
         vec![
@@ -112,18 +109,23 @@ fn a_decoded_trylock_test_is_probed_on_its_two_paths() -> Result<()> {
         ],
     )]);
     let functions = BTreeMap::from([("reserve".to_string(), FunctionKind::Reserve)]);
-    let got: Vec<(u64, SiteRole)> = scan(&elf, &functions)?
-        .iter()
-        .map(|s| (s.offset, s.role))
-        .collect();
+    let sites = scan(&elf, &functions)?;
     assert_eq!(
-        got,
+        placed(&sites),
         vec![
-            (9, SiteRole::TrylockAcquired),
-            (14, SiteRole::TrylockFailed)
+            ("reserve", 9, SiteRole::TrylockAcquired),
+            ("reserve", 14, SiteRole::TrylockFailed)
         ]
     );
     Ok(())
+}
+
+/// Where each site is and what it observes.
+fn placed(sites: &[Site]) -> Vec<(&str, u64, SiteRole)> {
+    sites
+        .iter()
+        .map(|s| (s.function.as_str(), s.offset, s.role))
+        .collect()
 }
 
 /// One instruction of a test function: `call rel32` or `jmp rel32` to an external
@@ -252,10 +254,7 @@ fn xe_sites_are_its_trylock_drop_and_drm_exec_wait() -> Result<()> {
     assert_eq!(xe.get(XE_FASTPATH), Some(&FunctionKind::XeFastpath));
     assert!(functions["ttm"].contains_key("ttm_bo_vm_reserve"));
     let sites = scan(&elf, xe)?;
-    let got: Vec<(&str, u64, SiteRole)> = sites
-        .iter()
-        .map(|s| (s.function.as_str(), s.offset, s.role))
-        .collect();
+    let got = placed(&sites);
     assert_eq!(
         got,
         vec![

@@ -256,15 +256,16 @@ fn handler_hooks(report: &Report, preemption: crate::kernel_info::Preemption) ->
             NAME,
             State::Info,
             format!(
-                "kprobe + kretprobe: preemption model {}, where the kernel would skip a                  preempted trampoline program",
+                "kprobe + kretprobe: preemption model {}, where the kernel would skip a \
+                 preempted trampoline program",
                 preemption.name()
             ),
         ));
     }
-    let missing: Vec<&str> = plan
-        .fault_handlers
+    let modules = plan.handler_modules();
+    let missing: Vec<&str> = modules
         .iter()
-        .map(|(_, module)| module.as_str())
+        .copied()
         .filter(|m| m.is_empty() || !std::path::Path::new("/sys/kernel/btf").join(m).exists())
         .collect();
     Some(if missing.is_empty() {
@@ -276,16 +277,7 @@ fn handler_hooks(report: &Report, preemption: crate::kernel_info::Preemption) ->
                 "fentry/fexit through module BTF (preemption model {}); the kernel pins {} \
                  while ttmlat runs (rmmod is refused; --handler-hooks kprobes avoids that)",
                 preemption.name(),
-                {
-                    let mut m: Vec<&str> = plan
-                        .fault_handlers
-                        .iter()
-                        .map(|(_, m)| m.as_str())
-                        .collect();
-                    m.sort_unstable();
-                    m.dedup();
-                    m.join(", ")
-                }
+                modules.join(", ")
             ),
         )
     } else {
@@ -310,7 +302,7 @@ pub fn run(json: bool) -> Result<bool> {
         report.checks.push(c);
     }
     if report.can_run
-        && let Some(c) = handler_hooks(&report, crate::kernel_info::KernelInfo::read().preemption)
+        && let Some(c) = handler_hooks(&report, crate::kernel_info::Preemption::current())
     {
         report.checks.push(c);
     }
