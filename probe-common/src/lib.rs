@@ -389,7 +389,8 @@ pub struct AbandonedEvent {
     pub comm: [u8; COMM_LEN],
 }
 
-/// Indices of the per-CPU `STATS` array.
+/// Indices of the per-CPU `STATS` array: the losses the probes count themselves. Each is
+/// one row of [`loss::CHANNELS`], which names it for recordings, reports and `/metrics`.
 pub mod stat {
     /// Ring buffer full: a record was lost.
     pub const RINGBUF_DROPS: u32 = 0;
@@ -404,6 +405,94 @@ pub mod stat {
     /// A kernel read (bpf_probe_read_kernel) failed.
     pub const READ_FAULTS: u32 = 5;
     pub const COUNT: u32 = 8;
+}
+
+/// Every way the kernel can lose what ttmlat would have observed, in one table: the probes'
+/// own counters ([`stat`]) and what the kernel counts for ttmlat's probes and programs.
+/// Userspace's `ProbeStats`, the terminal report, recordings, `compare`, `/metrics` and the
+/// lab tests' "nothing lost" checks all iterate [`CHANNELS`].
+pub mod loss {
+    use super::stat;
+
+    /// Where a loss is counted.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Counter {
+        /// A slot of the probes' per-CPU `STATS` array ([`stat`]).
+        Probe(u32),
+        /// `nmissed` of ttmlat's return probes (tracefs `kprobe_profile`).
+        ReturnProbes,
+        /// `nmissed` of ttmlat's entry and call-site kprobes (tracefs `kprobe_profile`).
+        Kprobes,
+        /// `recursion_misses` in each of ttmlat's programs' fdinfo (5.12+): runs the kernel
+        /// skipped because a program was already running on that CPU.
+        Programs,
+    }
+
+    /// One loss channel.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Channel {
+        /// Field of `probe_stats` in recordings and JSON.
+        pub field: &'static str,
+        /// `reason` label of `ttmlat_lost_events_total`.
+        pub reason: &'static str,
+        /// Words for the terminal report.
+        pub words: &'static str,
+        pub counter: Counter,
+        /// Present in every recording (ttmlat 0.1.0 wrote it); the others may be absent
+        /// from old recordings (unknown, not 0).
+        pub since_0_1: bool,
+    }
+
+    const fn ch(
+        field: &'static str,
+        reason: &'static str,
+        words: &'static str,
+        counter: Counter,
+        since_0_1: bool,
+    ) -> Channel {
+        Channel {
+            field,
+            reason,
+            words,
+            counter,
+            since_0_1,
+        }
+    }
+
+    /// Number of [`CHANNELS`].
+    pub const COUNT: usize = 9;
+
+    /// The table, in report order.
+    #[rustfmt::skip]
+    pub const CHANNELS: [Channel; COUNT] = [
+        ch("ringbuf_drops", "ring_buffer_full", "ring buffer full", Counter::Probe(stat::RINGBUF_DROPS), true),
+        ch("retprobe_misses", "retprobe_missed", "return probes missed", Counter::ReturnProbes, true),
+        ch("kprobe_misses", "kprobe_missed", "kprobes missed", Counter::Kprobes, false),
+        ch("recursion_misses", "program_skipped", "programs skipped (recursion)", Counter::Programs, false),
+        ch("thread_map_full", "thread_map_full", "thread map full", Counter::Probe(stat::THREAD_MAP_FULL), true),
+        ch("watch_map_full", "watch_map_full", "mm watch map full", Counter::Probe(stat::WATCH_MAP_FULL), true),
+        ch("waiter_map_full", "waiter_map_full", "waiter map full", Counter::Probe(stat::WAITER_MAP_FULL), true),
+        ch("orphan_returns", "orphan_return", "orphan returns", Counter::Probe(stat::ORPHAN_RETURNS), true),
+        ch("read_faults", "read_fault", "kernel reads failed", Counter::Probe(stat::READ_FAULTS), true),
+    ];
+
+    // Every probe counter is a slot of STATS, and no two channels share one.
+    const _: () = {
+        let mut i = 0;
+        while i < COUNT {
+            if let Counter::Probe(slot) = CHANNELS[i].counter {
+                assert!(slot < stat::COUNT);
+                let mut j = i + 1;
+                while j < COUNT {
+                    if let Counter::Probe(other) = CHANNELS[j].counter {
+                        assert!(other != slot);
+                    }
+                    j += 1;
+                }
+            }
+            i += 1;
+        }
+    };
 }
 
 /// Per-thread state followed by the probes. Lives in the `THREADS` map, keyed by tid.

@@ -10,11 +10,9 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap},
     programs::{FEntry, FExit, KProbe, RawTracePoint},
 };
-use probe_common::{
-    MmWatch, ProbeConfig, QuietKey, ThreadState, WaiterState, config_flag, names, stat,
-};
+use probe_common::{MmWatch, ProbeConfig, QuietKey, ThreadState, WaiterState, config_flag, names};
 
-pub use crate::loss::ProbeStats;
+pub use crate::loss::{Counter, ProbeStats};
 use crate::{
     callsites::SitePlan,
     discovery::{AttachPlan, ContentionSource},
@@ -418,28 +416,22 @@ impl Probes {
                 .iter()
                 .sum())
         };
-        Ok(ProbeStats {
-            ringbuf_drops: sum(stat::RINGBUF_DROPS)?,
-            thread_map_full: sum(stat::THREAD_MAP_FULL)?,
-            orphan_returns: sum(stat::ORPHAN_RETURNS)?,
-            watch_map_full: sum(stat::WATCH_MAP_FULL)?,
-            waiter_map_full: sum(stat::WAITER_MAP_FULL)?,
-            read_faults: sum(stat::READ_FAULTS)?,
-            retprobe_misses: self
-                .trace_probes
-                .iter()
-                .filter(|p| p.is_return())
-                .filter_map(TraceProbe::misses)
-                .sum(),
-            kprobe_misses: Some(
-                self.trace_probes
-                    .iter()
-                    .filter(|p| !p.is_return())
-                    .filter_map(TraceProbe::misses)
-                    .sum(),
-            ),
-            recursion_misses: self.recursion_misses(),
+        ProbeStats::read(|counter| match counter {
+            Counter::Probe(slot) => sum(slot).map(Some),
+            Counter::ReturnProbes => self.trace_probe_misses(true).map(Some),
+            Counter::Kprobes => self.trace_probe_misses(false).map(Some),
+            Counter::Programs => Ok(self.recursion_misses()),
         })
+    }
+
+    /// `nmissed` of ttmlat's return (or entry and call-site) tracefs probes, summed. A probe
+    /// whose count cannot be read is an error, not a 0.
+    fn trace_probe_misses(&self, returns: bool) -> Result<u64> {
+        self.trace_probes
+            .iter()
+            .filter(|p| p.is_return() == returns)
+            .map(TraceProbe::misses)
+            .sum()
     }
 
     /// The programs the kernel skipped (`recursion_misses` > 0), by program name: which

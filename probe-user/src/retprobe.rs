@@ -131,9 +131,13 @@ impl TraceProbe {
 
     /// Misses reported by `kprobe_profile`: returns not traced because all `maxactive`
     /// instances were in use, or hits while another kprobe ran on the CPU (`nmissed`).
-    pub fn misses(&self) -> Option<u64> {
-        let text = fs::read_to_string(self.tracefs.join("kprobe_profile")).ok()?;
+    /// Failing to read them is an error, not a 0.
+    pub fn misses(&self) -> Result<u64> {
+        let path = self.tracefs.join("kprobe_profile");
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         parse_profile_misses(&text, &self.event)
+            .with_context(|| format!("{} does not list {}", path.display(), self.event))
     }
 }
 

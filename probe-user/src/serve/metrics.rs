@@ -59,6 +59,45 @@ fn new_histogram() -> Histogram {
     )
 }
 
+/// The metric families `/metrics` serves, as registered: counters are exposed with a
+/// `_total` suffix ([`family::exposed`]). The lab tests and the dashboard read these names.
+pub mod family {
+    pub const EPISODE_DURATION: &str = "ttmlat_fault_episode_duration_seconds";
+    pub const WAIT_HELD: &str = "ttmlat_reservation_wait_held_seconds";
+    pub const WAIT_DROPPED: &str = "ttmlat_reservation_wait_dropped_seconds";
+    pub const COLLATERAL_STALL: &str = "ttmlat_collateral_stall_seconds";
+    pub const PRE_LOCK_WAIT: &str = "ttmlat_fault_pre_lock_wait_seconds";
+    pub const WAITER_STALL: &str = "ttmlat_mmap_lock_waiter_stall_seconds";
+    pub const EPISODES: &str = "ttmlat_fault_episodes";
+    pub const ATTEMPTS: &str = "ttmlat_fault_attempts";
+    pub const RETRIES: &str = "ttmlat_fault_retries";
+    pub const HELD_WAITS: &str = "ttmlat_held_waits";
+    pub const LOST: &str = "ttmlat_lost_events";
+    /// Every family, in registration order, and whether it is a counter.
+    pub const ALL: [(&str, bool); 11] = [
+        (EPISODE_DURATION, false),
+        (WAIT_HELD, false),
+        (WAIT_DROPPED, false),
+        (COLLATERAL_STALL, false),
+        (PRE_LOCK_WAIT, false),
+        (WAITER_STALL, false),
+        (EPISODES, true),
+        (ATTEMPTS, true),
+        (RETRIES, true),
+        (HELD_WAITS, true),
+        (LOST, true),
+    ];
+
+    /// The name samples of `family` carry in the text exposition (`_total` for counters;
+    /// histograms add `_bucket`, `_sum` and `_count`).
+    pub fn exposed(family: &str) -> String {
+        match ALL.iter().find(|(name, _)| *name == family) {
+            Some((_, true)) => format!("{family}_total"),
+            _ => family.to_string(),
+        }
+    }
+}
+
 /// Everything a scrape reads. Shared (`Arc`) between the record sink and the HTTP server;
 /// the families lock internally.
 #[derive(Debug)]
@@ -102,64 +141,64 @@ impl Metrics {
             lost: Family::default(),
         };
         registry.register(
-            "ttmlat_fault_episode_duration_seconds",
+            family::EPISODE_DURATION,
             "TTM GPU-buffer page faults from first handler entry to the attempt that does \
              not return VM_FAULT_RETRY (retries included), by episode path and driver",
             m.episode_duration.clone(),
         );
         registry.register(
-            "ttmlat_reservation_wait_held_seconds",
+            family::WAIT_HELD,
             "Reservation (dma_resv) wait of one fault with mmap_lock held, by episode path \
              and driver (faults that waited held)",
             m.wait_held.clone(),
         );
         registry.register(
-            "ttmlat_reservation_wait_dropped_seconds",
+            family::WAIT_DROPPED,
             "Reservation (dma_resv) wait of one fault after mmap_lock was dropped, by \
              episode path and driver (faults that waited dropped)",
             m.wait_dropped.clone(),
         );
         registry.register(
-            "ttmlat_collateral_stall_seconds",
+            family::COLLATERAL_STALL,
             "Time other tasks waited for this mm's mmap_lock while one fault slept on a \
              reservation holding it, per fault that stalled someone; rate(_sum) is stalled \
              seconds per second",
             m.collateral_stall.clone(),
         );
         registry.register(
-            "ttmlat_fault_pre_lock_wait_seconds",
+            family::PRE_LOCK_WAIT,
             "The faulting thread's own mmap_lock wait right before its first TTM handler \
              entry (faults that queued for it)",
             m.pre_lock_wait.clone(),
         );
         registry.register(
-            "ttmlat_mmap_lock_waiter_stall_seconds",
+            family::WAITER_STALL,
             "Per task wait for mmap_lock: the part covered by TTM faults' held reservation \
              waits",
             m.waiter_stall.clone(),
         );
         registry.register(
-            "ttmlat_fault_episodes",
+            family::EPISODES,
             "Completed TTM fault episodes by episode path and driver",
             m.episodes.clone(),
         );
         registry.register(
-            "ttmlat_fault_attempts",
+            family::ATTEMPTS,
             "TTM fault handler (and ttm_bo_vm_access) calls by attempt path",
             m.attempts.clone(),
         );
         registry.register(
-            "ttmlat_fault_retries",
+            family::RETRIES,
             "Retried attempts of completed fault episodes (attempts - 1)",
             m.retries.clone(),
         );
         registry.register(
-            "ttmlat_held_waits",
+            family::HELD_WAITS,
             "Attempts that waited for a reservation with mmap_lock held",
             m.held_waits.clone(),
         );
         registry.register(
-            "ttmlat_lost_events",
+            family::LOST,
             "Data ttmlat could not observe or decode, by reason",
             m.lost.clone(),
         );
@@ -202,10 +241,6 @@ pub fn lost_reasons() -> Vec<&'static str> {
         .collect();
     r.push("undecodable");
     r
-}
-
-fn stat_values(s: &ProbeStats) -> [u64; ProbeStats::CHANNELS] {
-    s.channels().map(|c| c.value.unwrap_or(0))
 }
 
 /// Folds records into [`Metrics`]; owned by the session's record sink (single writer).
@@ -355,18 +390,19 @@ impl Feeder {
             .inc();
     }
 
-    /// Cumulative probe counters (polled): exported as increments since the last poll.
+    /// Cumulative probe counters (polled): exported as increments since the last poll. A
+    /// channel this kernel does not report (`recursion_misses` before 5.12) has no series
+    /// rather than a 0.
     pub fn stats(&mut self, stats: &ProbeStats) {
-        let now = stat_values(stats);
-        for (i, reason) in lost_reasons().iter().take(now.len()).enumerate() {
-            let delta = now[i].saturating_sub(self.last_stats[i]);
-            if delta > 0 {
-                self.metrics
-                    .lost
-                    .get_or_create(&vec![("reason", reason.to_string())])
-                    .inc_by(delta);
-            }
-            self.last_stats[i] = self.last_stats[i].max(now[i]);
+        for (i, c) in stats.channels().iter().enumerate() {
+            let labels = vec![("reason", c.reason.to_string())];
+            let Some(now) = c.value else {
+                self.metrics.lost.remove(&labels);
+                continue;
+            };
+            let delta = now.saturating_sub(self.last_stats[i]);
+            self.metrics.lost.get_or_create(&labels).inc_by(delta);
+            self.last_stats[i] = self.last_stats[i].max(now);
         }
     }
 }

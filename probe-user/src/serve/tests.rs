@@ -189,9 +189,12 @@ fn fed(by_comm: bool, max_comms: usize, name: &[u8]) -> (Arc<Metrics>, Feeder) {
         feeder.record(&r);
     }
     feeder.undecodable();
+    // A kernel that reports every channel (5.12+).
     feeder.stats(&ProbeStats {
         ringbuf_drops: 3,
         retprobe_misses: 1,
+        kprobe_misses: Some(0),
+        recursion_misses: Some(0),
         ..ProbeStats::default()
     });
     (metrics, feeder)
@@ -275,6 +278,27 @@ fn lost_counters_only_grow_by_the_polled_difference() {
         "{t}"
     );
     assert_eq!(lost_reasons().len(), ProbeStats::CHANNELS + 1);
+}
+
+/// A loss channel the kernel does not report (`recursion_misses` before 5.12) is absent from
+/// `/metrics`, not exported as 0; the others still are.
+#[test]
+fn a_channel_the_kernel_does_not_report_has_no_series() {
+    let (metrics, mut feeder) = fed(false, 32, b"x");
+    let reported = ProbeStats {
+        recursion_misses: Some(0),
+        kprobe_misses: Some(0),
+        ..ProbeStats::default()
+    };
+    feeder.stats(&reported);
+    assert!(text(&metrics).contains("reason=\"program_skipped\"} 0\n"));
+    feeder.stats(&ProbeStats {
+        recursion_misses: None,
+        ..reported
+    });
+    let t = text(&metrics);
+    assert!(!t.contains("program_skipped"), "{t}");
+    assert!(t.contains("reason=\"waiter_map_full\"} 0\n"), "{t}");
 }
 
 /// A hostile comm (quote, backslash, newline, braces, `=`, `,`) stays one label value: the
@@ -639,5 +663,26 @@ fn dashboard_uses_only_exported_metrics() {
                 );
             }
         }
+    }
+}
+
+/// The family table is what `/metrics` serves: one `# TYPE` line per row, of its kind, and
+/// samples under the exposed name (the lab tests read the scrape through this table).
+#[test]
+fn the_family_table_is_the_exposition() {
+    use super::metrics::family;
+    let (metrics, _) = fed(true, 32, b"c");
+    let t = text(&metrics);
+    assert_eq!(t.matches("# TYPE ").count(), family::ALL.len(), "{t}");
+    for (name, counter) in family::ALL {
+        let kind = if counter { "counter" } else { "histogram" };
+        let typed = format!("# TYPE {} {kind}\n", family::exposed(name));
+        assert!(t.contains(&typed), "{typed}: {t}");
+        let sample = if counter {
+            family::exposed(name)
+        } else {
+            format!("{name}_count")
+        };
+        assert!(t.contains(&format!("\n{sample}")), "{sample}: {t}");
     }
 }
