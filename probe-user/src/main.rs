@@ -4,46 +4,20 @@
 //! Data path: probes (probe-ebpf) → records and quiet-episode counts (probe-common) →
 //! `events` (decoding) → `episodes` (attempts and episodes, with `attribution`'s paths) →
 //! `aggregate` and `serve`'s metrics → sinks (`report` terminal, `recording` file, `/metrics`).
-
-mod aggregate;
-mod attribution;
-mod bench;
-mod branch;
-mod callsites;
-mod check;
-mod compare;
-mod discovery;
-mod episodes;
-mod events;
-#[cfg(test)]
-mod fault_sequences;
-mod kernel_info;
-mod layout;
-mod loader;
-mod loss;
-mod memlock;
-mod module_trampoline;
-mod perf_event;
-mod pipeline_bench;
-mod preflight;
-mod prog_fdinfo;
-mod recording;
-mod report;
-mod retprobe;
-mod serve;
-mod session;
-mod symbolize;
-mod workload;
+//! The stages are the library (src/lib.rs); this file is the command line.
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use crate::{
-    aggregate::Metric,
+use probe_user::{
+    aggregate::{self, Metric},
+    bench, check, check_writable, compare, loader, memlock, pipeline_bench, recording,
     recording::Recording,
+    report, runtime, serve, session,
     session::{Stop, TraceArgs},
+    workload,
 };
 
 #[derive(Parser, Debug)]
@@ -158,13 +132,6 @@ fn main() -> ExitCode {
 /// The title of the histogram `live` and `record` print at the end.
 const LATENCY_HISTOGRAM_TITLE: &str = "episode_latency, all paths: first TTM handler entry (or the fault's own mmap_lock wait) \
      to the completing return";
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
-}
 
 fn run(cli: Cli) -> Result<()> {
     // Before anything loads BPF (a refusal is logged, not fatal: see memlock.rs).
@@ -303,16 +270,6 @@ fn man_pages(cmd: clap::Command, dir: &std::path::Path) -> Result<()> {
         )?;
     }
     write("ttmlat", cmd)
-}
-
-fn check_writable(output: &std::path::Path) -> Result<()> {
-    let dir = match output.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    tempfile::NamedTempFile::new_in(&dir)
-        .map(drop)
-        .with_context(|| format!("cannot write the recording into {}", dir.display()))
 }
 
 fn live_json(agg: &aggregate::Aggregate, stats: &loader::ProbeStats) -> Result<String> {

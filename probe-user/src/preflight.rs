@@ -40,8 +40,8 @@ mod tests {
 
     fn check(id: &'static str, name: &'static str, state: State, hint: Option<&str>) -> Check {
         Check {
-            id,
-            name,
+            id: id.into(),
+            name: name.into(),
             state,
             detail: "d".into(),
             hint: hint.map(str::to_string),
@@ -53,7 +53,7 @@ mod tests {
         let mut report = Report {
             kernel: "6.1".into(),
             can_run: false,
-            failing: vec!["lockdown", "kprobes"],
+            failing: vec!["lockdown".into(), "kprobes".into()],
             checks: vec![
                 check("privileges", "privileges", State::Ok, None),
                 check(

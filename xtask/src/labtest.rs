@@ -6,6 +6,15 @@ use std::{fs, path::PathBuf, sync::OnceLock, time::Duration};
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 
+pub use probe_user::{
+    aggregate::Metric,
+    attribution::{AttemptPath, EpisodePath},
+    loss::{CHANNELS, Counter, ProbeStats},
+    recording::{ProcessEntry, Recording},
+    serve::metrics::family,
+    workload::{stress::StressReport, throughput::ThroughputReport, touch::TouchReport},
+};
+
 use crate::{
     lab::{self, LabRun, LabSpec, TtmVariant},
     lab_dirs::repo_root,
@@ -95,107 +104,104 @@ pub fn run_guest_for(
     Ok(run)
 }
 
-/// A JSON file the guest wrote to $LAB_OUT.
+/// A JSON file the guest wrote to $LAB_OUT that is not ttmlat's (Prometheus' API answers):
+/// ttmlat's own go through [`read_recording`] and [`read_report`].
 pub fn read_json(run: &LabRun, name: &str) -> Result<Value> {
     let path = run.out_dir.join(name);
     let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(text.trim()).with_context(|| format!("parsing {}", path.display()))
 }
 
-/// A recording's count map (path → n), zeros dropped. The map must be there and hold only
-/// counts (see [`num`]): two missing maps must not compare equal as empty.
-pub fn count_map(v: &Value) -> std::collections::BTreeMap<String, u64> {
-    v.as_object()
-        .unwrap_or_else(|| panic!("expected a count map in the output, found {v}"))
-        .iter()
-        .map(|(k, v)| (k.clone(), num(v)))
-        .filter(|(_, n)| *n > 0)
+/// A recording the guest wrote to $LAB_OUT, read and validated by the binary's own parser
+/// ([`Recording::read`]): a field the binary renamed or left out fails here.
+pub fn read_recording(run: &LabRun, name: &str) -> Result<Recording> {
+    Recording::read(&run.out_dir.join(name))
+}
+
+/// A report a ttmlat command wrote to $LAB_OUT (`stress --json`, `workload touch --json`,
+/// …), parsed into the type the binary serialised it from.
+pub fn read_report<T: serde::de::DeserializeOwned>(run: &LabRun, name: &str) -> Result<T> {
+    let path = run.out_dir.join(name);
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(text.trim()).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// One process's entry of a recording.
+pub fn process(rec: &Recording, pid: u32) -> Result<&ProcessEntry> {
+    rec.processes.get(&pid).with_context(|| {
+        format!(
+            "the recording has no process {pid} (it has {:?})",
+            rec.processes.keys().collect::<Vec<_>>()
+        )
+    })
+}
+
+/// A process's attempts by `path` (its map leaves out paths it did not take).
+pub fn attempts_of(p: &ProcessEntry, path: AttemptPath) -> u64 {
+    p.attempt_paths.get(path.name()).copied().unwrap_or(0)
+}
+
+/// A process's episodes by `path`.
+pub fn episodes_of(p: &ProcessEntry, path: EpisodePath) -> u64 {
+    p.episode_paths.get(path.name()).copied().unwrap_or(0)
+}
+
+/// A count map (path → n) without its zeros: two recordings' maps compare equal when they
+/// say the same.
+pub fn nonzero(
+    m: &std::collections::BTreeMap<String, u64>,
+) -> std::collections::BTreeMap<String, u64> {
+    m.iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, n)| (k.clone(), *n))
         .collect()
 }
 
-/// A count ttmlat (or a workload) must have written. Fails the test, by panicking, when `v`
-/// is missing or not an unsigned integer: a renamed or dropped field cannot read as 0 and
-/// make a "nothing lost" or "state returned to zero" check pass.
-pub fn num(v: &Value) -> u64 {
-    v.as_u64()
-        .unwrap_or_else(|| panic!("expected a count in the output, found {v}"))
-}
-
-/// `map[key]` of a map that leaves out zero entries (counts by path, processes): the map
-/// itself must be there; a key it lacks is 0.
-pub fn entry(map: &Value, key: &str) -> u64 {
-    entry_field(map, key, None)
-}
-
-/// `map[key][field]`, 0 when the map lacks `key` (a process with no episodes); the map and,
-/// for a present key, the field must be there.
-pub fn entry_field(map: &Value, key: &str, field: Option<&str>) -> u64 {
-    let obj = map
-        .as_object()
-        .unwrap_or_else(|| panic!("expected a map in the output, found {map}"));
-    match (obj.get(key), field) {
-        (None, _) => 0,
-        (Some(v), None) => num(v),
-        (Some(v), Some(f)) => num(&v[f]),
-    }
-}
-
-/// Every loss channel a recording's `probe_stats` must carry (ttmlat's `ProbeStats`), and
-/// `undecodable_records`. A missing, renamed or non-numeric field fails, as does any loss:
-/// ring buffer, return probes, kprobes (`nmissed`), programs the kernel skipped
-/// (`recursion_misses`), full maps, orphan returns, failed reads.
-pub const LOSS_FIELDS: [&str; 9] = [
-    "ringbuf_drops",
-    "retprobe_misses",
-    "kprobe_misses",
-    "recursion_misses",
-    "thread_map_full",
-    "watch_map_full",
-    "waiter_map_full",
-    "orphan_returns",
-    "read_faults",
-];
-
-/// Whether the kernel `release` (`uname -r`) offers no count for loss channel `k`, so that the
-/// recording rightly says "unknown" (null): `recursion_misses` is in fdinfo from 5.12.
-pub fn unknown_on(k: &str, release: &str) -> bool {
+/// Whether the kernel `release` (`uname -r`) offers no count for loss channel `counter`, so
+/// that the recording rightly says "unknown": `recursion_misses` is in fdinfo from 5.12.
+pub fn unknown_on(counter: Counter, release: &str) -> bool {
     let mut v = release
         .split(|c: char| !c.is_ascii_digit())
         .map(|p| p.parse::<u32>().ok());
     match (v.next().flatten(), v.next().flatten()) {
-        (Some(major), Some(minor)) => k == "recursion_misses" && (major, minor) < (5, 12),
+        (Some(major), Some(minor)) => counter == Counter::Programs && (major, minor) < (5, 12),
         _ => false,
     }
 }
 
-/// Fails unless the recording says, for every loss channel, that nothing was lost (or, for a
-/// channel the kernel does not offer, that it is unknown: [`unknown_on`]).
-pub fn assert_nothing_lost(name: &str, rec: &Value) -> anyhow::Result<()> {
-    let stats = rec["probe_stats"]
-        .as_object()
-        .ok_or_else(|| anyhow::anyhow!("{name}: recording has no probe_stats object"))?;
-    let release = rec["meta"]["kernel_release"].as_str().unwrap_or("");
-    for k in LOSS_FIELDS {
-        match stats.get(k) {
-            Some(v) if v.as_u64() == Some(0) => {}
-            Some(v) if v.is_null() && unknown_on(k, release) => {}
-            Some(v) if v.as_u64().is_some() => anyhow::bail!(
-                "{name}: lost: {k} = {v} (programs the kernel skipped: {})",
-                rec["skipped_programs"]
+/// Fails unless the recording says, for every loss channel of the binary's table
+/// ([`ProbeStats::channels`]: ring buffer, return probes, kprobes, programs the kernel
+/// skipped, full maps, orphan returns, failed reads), that nothing was lost, or, for a
+/// channel the kernel does not offer ([`unknown_on`]), that it is unknown; and that every
+/// record decoded.
+pub fn assert_nothing_lost(name: &str, rec: &Recording) -> Result<()> {
+    let release = &rec.meta.kernel_release;
+    for (c, row) in rec.probe_stats.channels().iter().zip(CHANNELS) {
+        match c.value {
+            Some(0) => {}
+            None if unknown_on(row.counter, release) => {}
+            None => anyhow::bail!(
+                "{name}: probe_stats.{} is unknown on {release}, which reports it",
+                c.field
             ),
-            _ => anyhow::bail!("{name}: probe_stats.{k} is missing or not a count: {stats:?}"),
+            Some(n) => anyhow::bail!(
+                "{name}: lost: {} = {n} (programs the kernel skipped: {:?})",
+                c.field,
+                rec.skipped_programs
+            ),
         }
     }
-    for k in stats.keys() {
-        anyhow::ensure!(
-            LOSS_FIELDS.contains(&k.as_str()),
-            "{name}: probe_stats.{k} is a loss channel this test does not know"
-        );
-    }
-    match rec["undecodable_records"].as_u64() {
-        Some(0) => Ok(()),
-        other => anyhow::bail!("{name}: undecodable_records = {other:?}"),
-    }
+    ensure!(
+        rec.undecodable_records == 0,
+        "{name}: undecodable_records = {}",
+        rec.undecodable_records
+    );
+    ensure!(
+        rec.read_errors.is_empty(),
+        "{name}: reads of the probes' maps failed: {:?}",
+        rec.read_errors
+    );
+    Ok(())
 }
 
 /// The kernels every lab test of current-kernel behaviour runs on, through
@@ -239,35 +245,57 @@ mod tests {
     use crate::prepare::kernel_packages::LAB_KERNELS;
 
     #[test]
-    fn counts_that_are_missing_fail_and_maps_may_omit_zeros() {
-        use super::{count_map, entry, entry_field, num};
-        let v = serde_json::json!({"n": 3, "paths": {"retry": 2, "quiet": 0},
-                                   "procs": {"7": {"episodes": 5}}});
-        assert_eq!(num(&v["n"]), 3);
-        assert_eq!(entry(&v["paths"], "retry"), 2);
-        assert_eq!(entry(&v["paths"], "held-wait"), 0);
-        assert_eq!(entry_field(&v["procs"], "7", Some("episodes")), 5);
-        assert_eq!(entry_field(&v["procs"], "8", Some("episodes")), 0);
-        assert_eq!(count_map(&v["paths"]).len(), 1);
-        for bad in [
-            std::panic::catch_unwind(|| num(&v["renamed"])),
-            std::panic::catch_unwind(|| num(&serde_json::json!(-1))),
-            std::panic::catch_unwind(|| entry(&v["no_such_map"], "retry")),
-            std::panic::catch_unwind(|| entry_field(&v["procs"], "7", Some("episode"))),
-            std::panic::catch_unwind(|| count_map(&v["no_such_map"]).len() as u64),
-        ] {
-            assert!(bad.is_err());
-        }
+    fn only_recursion_misses_before_5_12_may_be_unknown() {
+        use super::{Counter, unknown_on};
+        assert!(unknown_on(Counter::Programs, "5.10.0-32-amd64"));
+        assert!(!unknown_on(Counter::Programs, "5.12.0-1-amd64"));
+        assert!(!unknown_on(Counter::Programs, "6.1.0-57-amd64"));
+        assert!(!unknown_on(Counter::Kprobes, "5.10.0-32-amd64"));
+        assert!(!unknown_on(Counter::Programs, ""));
     }
 
+    /// Every channel of the binary's table is checked: a loss on any of them, an unknown
+    /// value where the kernel reports it, an undecodable record or a failed read fails.
     #[test]
-    fn only_recursion_misses_before_5_12_may_be_unknown() {
-        use super::unknown_on;
-        assert!(unknown_on("recursion_misses", "5.10.0-32-amd64"));
-        assert!(!unknown_on("recursion_misses", "5.12.0-1-amd64"));
-        assert!(!unknown_on("recursion_misses", "6.1.0-57-amd64"));
-        assert!(!unknown_on("kprobe_misses", "5.10.0-32-amd64"));
-        assert!(!unknown_on("recursion_misses", ""));
+    fn any_loss_on_any_channel_fails_nothing_lost() {
+        use super::{CHANNELS, ProbeStats, Recording, assert_nothing_lost};
+        let mut rec: Recording = probe_user::recording::Recording::from_aggregate(
+            probe_user::recording::Meta {
+                kernel_release: "6.12.48+deb13-amd64".into(),
+                ..Default::default()
+            },
+            &probe_user::aggregate::Aggregate::new(),
+            ProbeStats::from_values([Some(0); CHANNELS.len()]).expect("all known"),
+            0,
+            Default::default(),
+        )
+        .expect("an empty recording");
+        assert!(assert_nothing_lost("t", &rec).is_ok());
+        for i in 0..CHANNELS.len() {
+            let mut v = [Some(0); CHANNELS.len()];
+            v[i] = Some(1);
+            rec.probe_stats = ProbeStats::from_values(v).expect("all known");
+            assert!(
+                assert_nothing_lost("t", &rec).is_err(),
+                "{}",
+                CHANNELS[i].field
+            );
+            if !CHANNELS[i].since_0_1 {
+                v[i] = None;
+                rec.probe_stats = ProbeStats::from_values(v).expect("may be unknown");
+                assert!(
+                    assert_nothing_lost("t", &rec).is_err(),
+                    "{}",
+                    CHANNELS[i].field
+                );
+            }
+        }
+        rec.probe_stats = ProbeStats::from_values([Some(0); CHANNELS.len()]).expect("known");
+        rec.undecodable_records = 1;
+        assert!(assert_nothing_lost("t", &rec).is_err());
+        rec.undecodable_records = 0;
+        rec.read_errors.push("STATS: EPERM".into());
+        assert!(assert_nothing_lost("t", &rec).is_err());
     }
 
     #[test]

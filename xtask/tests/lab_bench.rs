@@ -7,15 +7,10 @@
 use std::{fs, path::PathBuf, process::Command, time::Duration};
 
 use anyhow::{Context, Result, ensure};
-use serde_json::Value;
 use xtask::{
     lab::{self, LabSpec},
-    labtest,
+    labtest::{self, Recording},
 };
-
-fn u(v: &Value) -> u64 {
-    labtest::num(v)
-}
 
 fn host(ttmlat: &PathBuf, args: &[&str]) -> Result<std::process::Output> {
     Command::new(ttmlat)
@@ -24,68 +19,78 @@ fn host(ttmlat: &PathBuf, args: &[&str]) -> Result<std::process::Output> {
         .with_context(|| format!("running ttmlat {}", args.join(" ")))
 }
 
+/// A process's episodes in the recording (0 when it has none).
+fn episodes_of(rec: &Recording, pid: u32) -> u64 {
+    rec.processes.get(&pid).map_or(0, |p| p.episodes)
+}
+
+/// All episodes of a recording.
+fn episodes(rec: &Recording) -> u64 {
+    rec.counts.episodes.values().sum()
+}
+
 /// The checks on one bench recording of `reps` repetitions of `rounds` × `threads`.
-fn check_recording(name: &str, rec: &Value, reps: u64, rounds: u64, threads: u64) -> Result<()> {
+fn check_recording(
+    name: &str,
+    rec: &Recording,
+    reps: u32,
+    rounds: u32,
+    threads: u64,
+) -> Result<()> {
     ensure!(
-        u(&rec["repetitions"]) == reps,
+        rec.repetitions == reps,
         "{name}: repetitions {}",
-        rec["repetitions"]
+        rec.repetitions
     );
-    xtask::labtest::assert_nothing_lost(name, rec)?;
-    let runs = rec["bench"]["runs"].as_array().context("bench.runs")?;
-    ensure!(runs.len() as u64 == reps, "{name}: {} runs", runs.len());
+    labtest::assert_nothing_lost(name, rec)?;
+    let bench = rec
+        .bench
+        .as_ref()
+        .with_context(|| format!("{name}: not a bench recording"))?;
+    ensure!(
+        bench.runs.len() == reps as usize,
+        "{name}: {} runs",
+        bench.runs.len()
+    );
     let mut pids = Vec::new();
     let mut sum = 0;
-    for r in runs {
-        let s = &r["stress"];
-        let pid = u(&s["pid"]);
-        let helper = u(&s["holder_pid"]);
-        ensure!(pid > 0 && helper > 0, "{name}: no pids in {r}");
+    for r in &bench.runs {
+        let s = &r.stress;
+        let pid = s.pid;
+        let helper = s
+            .holder_pid
+            .with_context(|| format!("{name}: repetition {} has no helper pid", r.index))?;
+        ensure!(pid > 0 && helper > 0, "{name}: no pids in {r:?}");
         ensure!(
             !pids.contains(&pid),
             "{name}: two repetitions with pid {pid}"
         );
         pids.push(pid);
         ensure!(
-            u(&s["rounds_done"]) == rounds && u(&s["first_touch"]["count"]) == rounds * threads,
-            "{name}: stress summary {s}"
+            s.rounds_done == rounds && s.first_touch.count == u64::from(rounds) * threads,
+            "{name}: stress summary {s:?}"
         );
-        ensure!(
-            s["victim"]["count"].as_u64().is_some(),
-            "{name}: no victim summary"
-        );
+        ensure!(s.victim.is_some(), "{name}: no victim summary");
         // The episodes attributed to the repetition are its processes' in `processes`.
-        let of = |p: u64| labtest::entry_field(&rec["processes"], &p.to_string(), Some("episodes"));
+        let (of_pid, of_helper) = (episodes_of(rec, pid), episodes_of(rec, helper));
         ensure!(
-            u(&r["episodes"]) == of(pid) + of(helper),
-            "{name}: repetition episodes {} vs processes {} + {}",
-            r["episodes"],
-            of(pid),
-            of(helper)
+            r.episodes == of_pid + of_helper,
+            "{name}: repetition episodes {} vs processes {of_pid} + {of_helper}",
+            r.episodes,
         );
         // Every faulting thread takes one fault per round; the helper one per buffer.
         ensure!(
-            of(pid) >= rounds * threads && of(helper) >= rounds,
-            "{name}: pid {pid} {} episodes, helper {} (rounds {rounds} threads {threads})",
-            of(pid),
-            of(helper)
+            of_pid >= u64::from(rounds) * threads && of_helper >= u64::from(rounds),
+            "{name}: pid {pid} {of_pid} episodes, helper {of_helper} (rounds {rounds} threads {threads})"
         );
-        ensure!(
-            r["episode_p50_ns"].as_u64().is_some(),
-            "{name}: no ttmlat median"
-        );
-        sum += u(&r["episodes"]);
+        ensure!(r.episode_p50_ns.is_some(), "{name}: no ttmlat median");
+        sum += r.episodes;
     }
     // An idle guest: every TTM fault recorded is one of the stress processes'.
-    let total: u64 = rec["counts"]["episodes"]
-        .as_object()
-        .context("counts.episodes")?
-        .values()
-        .map(u)
-        .sum();
+    let total = episodes(rec);
     eprintln!("{name}: {reps} repetitions, {total} episodes, {sum} attributed");
     ensure!(
-        total == sum && u(&rec["bench"]["other_episodes"]) == 0,
+        total == sum && bench.other_episodes == 0,
         "{name}: {total} episodes recorded, {sum} from the stress processes"
     );
     Ok(())
@@ -117,12 +122,8 @@ cat "$LAB_OUT/a.txt"
     );
     let a_path = run.out_dir.join("a.json");
     let b_path = run.out_dir.join("b.json");
-    let read = |p: &PathBuf| -> Result<Value> {
-        serde_json::from_str(&fs::read_to_string(p).with_context(|| p.display().to_string())?)
-            .with_context(|| p.display().to_string())
-    };
-    let a = read(&a_path)?;
-    let b = read(&b_path)?;
+    let a = Recording::read(&a_path)?;
+    let b = Recording::read(&b_path)?;
     check_recording("a", &a, 2, 6, 4)?;
     check_recording("b", &b, 2, 4, 4)?;
 
@@ -153,17 +154,8 @@ cat "$LAB_OUT/a.txt"
         "merge --force failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let m = read(&merged)?;
-    ensure!(
-        u(&m["repetitions"]) == 4,
-        "merged repetitions {}",
-        m["repetitions"]
-    );
-    let episodes = |r: &Value| -> u64 {
-        r["counts"]["episodes"]
-            .as_object()
-            .map_or(0, |o| o.values().map(u).sum())
-    };
+    let m = Recording::read(&merged)?;
+    ensure!(m.repetitions == 4, "merged repetitions {}", m.repetitions);
     ensure!(
         episodes(&m) == episodes(&a) + episodes(&b),
         "merged episodes {} vs {} + {}",
@@ -171,11 +163,8 @@ cat "$LAB_OUT/a.txt"
         episodes(&a),
         episodes(&b)
     );
-    ensure!(
-        m["bench"]["runs"].as_array().map_or(0, Vec::len) == 4,
-        "merged runs {}",
-        m["bench"]["runs"]
-    );
+    let runs = m.bench.as_ref().map_or(0, |b| b.runs.len());
+    ensure!(runs == 4, "merged runs {runs}");
     let _ = fs::remove_file(&bin);
     Ok(())
 }

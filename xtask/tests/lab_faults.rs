@@ -6,10 +6,12 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::{Context, Result, ensure};
-use serde_json::Value;
 use xtask::{
     lab::TtmVariant,
-    labtest::{num, read_json, record_start, record_stop, run_guest_for, run_script},
+    labtest::{
+        CHANNELS, Recording, TouchReport, assert_nothing_lost, family, nonzero, process,
+        read_recording, read_report, record_start, record_stop, run_guest_for, run_script,
+    },
 };
 
 /// The stack the lab loads, in unload order.
@@ -18,11 +20,6 @@ use xtask::{
 const UNLOAD_TTM: &str = r#"modprobe -d "$LAB_KROOT" -r "$LAB_DRIVER"
 modprobe -d "$LAB_KROOT" -r drm_ttm_helper ttm 2>/dev/null || true
 [ ! -e /sys/module/ttm ] || { echo "ttm still loaded"; lsmod; exit 7; }"#;
-
-fn state_entries(rec: &Value) -> (u64, u64) {
-    let s = &rec["state_entries_at_end"];
-    (num(&s["threads"]), num(&s["waiters"]))
-}
 
 /// A faulting thread SIGKILLed while it waits on a reservation (blocking variant: the wait is
 /// in ww_mutex_lock_interruptible with mmap_lock held): its per-thread state is dropped, the
@@ -54,12 +51,15 @@ sleep 1
         stop = record_stop("rec", "INT"),
     );
     let run = run_script("6.1", TtmVariant::Blocking, &body)?;
-    let rec = read_json(&run, "rec.json")?;
-    let (threads, waiters) = state_entries(&rec);
+    let rec = read_recording(&run, "rec.json")?;
+    let (threads, waiters) = (
+        rec.state_entries_at_end.threads,
+        rec.state_entries_at_end.waiters,
+    );
     eprintln!(
-        "after SIGKILL: episodes {} abandoned {} threads {threads} waiters {waiters}; wchan: {}",
-        rec["counts"]["episodes"],
-        rec["counts"]["abandoned"],
+        "after SIGKILL: episodes {:?} abandoned {} threads {threads} waiters {waiters}; wchan: {}",
+        rec.counts.episodes,
+        rec.counts.abandoned,
         std::fs::read_to_string(run.out_dir.join("wchan.txt"))
             .unwrap_or_default()
             .replace('\n', " ")
@@ -70,9 +70,7 @@ sleep 1
     );
     ensure!(waiters == 0, "{waiters} waiter entries left after SIGKILL");
     ensure!(
-        rec["counts"]["episodes"]
-            .as_object()
-            .is_some_and(|e| !e.is_empty()),
+        !nonzero(&rec.counts.episodes).is_empty(),
         "nothing recorded before the kill"
     );
     Ok(())
@@ -96,12 +94,12 @@ for p in $PIDS; do wait $p; done
         stop = record_stop("rec", "INT"),
     );
     let run = run_script("6.12", TtmVariant::Stock, &body)?;
-    let rec = read_json(&run, "rec.json")?;
-    let drops = num(&rec["probe_stats"]["ringbuf_drops"]);
+    let rec = read_recording(&run, "rec.json")?;
+    let drops = rec.probe_stats.ringbuf_drops;
     let summary = std::fs::read_to_string(run.out_dir.join("rec.txt"))?;
     eprintln!(
-        "ring buffer drops {drops}; episodes recorded {}",
-        rec["counts"]["episodes"]
+        "ring buffer drops {drops}; episodes recorded {:?}",
+        rec.counts.episodes
     );
     ensure!(drops > 0, "a 4 KiB ring buffer did not overflow");
     ensure!(
@@ -129,15 +127,11 @@ fn sigterm_during_record_writes_a_complete_file() -> Result<()> {
         stop = record_stop("rec", "TERM"),
     );
     let run = run_script("6.12", TtmVariant::Stock, &body)?;
-    let rec = read_json(&run, "rec.json")?;
-    let pid = num(&read_json(&run, "touch.json")?["pid"]);
-    let p = &rec["processes"][pid.to_string()];
-    ensure!(
-        num(&p["episodes"]) > 0,
-        "the recording lost the workload: {}",
-        rec["processes"]
-    );
-    ensure!(num(&rec["meta"]["end_unix_ns"]) > num(&rec["meta"]["start_unix_ns"]));
+    let rec = read_recording(&run, "rec.json")?;
+    let pid = read_report::<TouchReport>(&run, "touch.json")?.pid;
+    let p = process(&rec, pid)?;
+    ensure!(p.episodes > 0, "the recording lost the workload: {p:?}");
+    ensure!(rec.meta.end_unix_ns > rec.meta.start_unix_ns);
     Ok(())
 }
 
@@ -174,7 +168,7 @@ sleep 1
         !lsmod.lines().any(|l| l.starts_with("ttm ")),
         "ttm was not unloaded while ttmlat was attached: {lsmod}"
     );
-    touch_episodes_recorded(&run, &read_json(&run, "rec.json")?)
+    touch_episodes_recorded(&run, &read_recording(&run, "rec.json")?)
 }
 
 // Not on `newest`: qxl on 7.2.13 cannot be reloaded after `rmmod` (its interrupt fires into
@@ -226,22 +220,19 @@ true"#,
         !run.out_dir.join("after.txt").exists(),
         "ttm could not be unloaded after ttmlat exited"
     );
-    let rec = read_json(&run, "rec.json")?;
-    let points = rec["meta"]["attach_points"].to_string();
+    let rec = read_recording(&run, "rec.json")?;
+    let points = &rec.meta.attach_points;
     ensure!(
-        points.contains("fentry:ttm_bo_vm_fault [ttm]"),
-        "not hooked with trampolines: {points}"
+        points.iter().any(|p| p == "fentry:ttm_bo_vm_fault [ttm]"),
+        "not hooked with trampolines: {points:?}"
     );
     touch_episodes_recorded(&run, &rec)
 }
 
 /// The recording holds episodes of the `workload touch` run (its pid in touch.json).
-fn touch_episodes_recorded(run: &xtask::lab::LabRun, rec: &Value) -> Result<()> {
-    let pid = num(&read_json(run, "touch.json")?["pid"]);
-    let p = rec["processes"]
-        .get(pid.to_string())
-        .context("the recording has no faults of the touch workload")?;
-    ensure!(num(&p["episodes"]) > 0, "no episodes of pid {pid}");
+fn touch_episodes_recorded(run: &xtask::lab::LabRun, rec: &Recording) -> Result<()> {
+    let pid = read_report::<TouchReport>(run, "touch.json")?.pid;
+    ensure!(process(rec, pid)?.episodes > 0, "no episodes of pid {pid}");
     Ok(())
 }
 
@@ -252,10 +243,10 @@ const SCRAPES: usize = 100;
 /// Metric families `ttmlat serve` exports (one `# TYPE` line each). A labelled family appears
 /// with its first series: the held-wait histograms only once a held wait has happened, which
 /// in CI was after the first wave had begun. All of them are in the final scrape.
-const FAMILIES: usize = 11;
+const FAMILIES: usize = family::ALL.len();
 /// Reasons of `ttmlat_lost_events_total` (the last family: all present = scrape complete):
-/// every loss channel of the recording, and undecodable records.
-const LOST_REASONS: usize = xtask::labtest::LOSS_FIELDS.len() + 1;
+/// every loss channel of the binary's table, and undecodable records.
+const LOST_REASONS: usize = CHANNELS.len() + 1;
 /// `ttmlat serve --max-connections` default: connections (fds) it holds at most.
 const SERVE_MAX_CONNECTIONS: u64 = 64;
 /// Threads of `ttmlat serve`: the runtime thread plus at most 2 rendering threads.
@@ -442,7 +433,7 @@ for w in $(seq 1 {WAVES}); do
     probe after$w
     echo "$w $T0 $T1" >> $LAB_OUT/waves.txt
     step wave $w done
-    awk '/^# TYPE / {{ t[FILENAME]++ }} /^ttmlat_lost_events_total[{{]/ {{ l[FILENAME]++ }}
+    awk '/^# TYPE / {{ t[FILENAME]++ }} /^{lost}[{{]/ {{ l[FILENAME]++ }}
          END {{ for (f in t) {{ n = split(f, a, "/"); print a[n], t[f], l[f] + 0 }} }}' /tmp/sc/$w-*.txt > $LAB_OUT/wave$w.bodies
     for i in 1 50 {SCRAPES}; do cp /tmp/sc/$w-$i.txt $LAB_OUT/scrape_w$w-$i.txt; done
     rm -f /tmp/sc/$w-*
@@ -469,6 +460,7 @@ step done
 "#,
         rec = record_start("rec", ""),
         stop = record_stop("rec", "INT"),
+        lost = family::exposed(family::LOST),
     );
     // The emulated guest is slow: 600 s (run_script) is not enough for the waves.
     // The guest logs its steps with timestamps to $LAB_OUT/steps.txt (in the run dir).
@@ -630,15 +622,19 @@ step done
         "the final scrape has {} metric families, not {FAMILIES}",
         type_lines(&final_scrape)
     );
-    let serve_rec = read_json(&run, "serve_rec.json")?;
-    let rec = read_json(&run, "rec.json")?;
-    let m_episodes = by_path(&final_scrape, "ttmlat_fault_episodes_total")?;
-    let m_attempts = by_path(&final_scrape, "ttmlat_fault_attempts_total")?;
+    let serve_rec = read_recording(&run, "serve_rec.json")?;
+    let rec = read_recording(&run, "rec.json")?;
+    let (episodes_total, attempts_total) = (
+        family::exposed(family::EPISODES),
+        family::exposed(family::ATTEMPTS),
+    );
+    let m_episodes = by_path(&final_scrape, &episodes_total)?;
+    let m_attempts = by_path(&final_scrape, &attempts_total)?;
     ensure!(
         !m_attempts.is_empty(),
-        "the final scrape has no ttmlat_fault_attempts_total samples"
+        "the final scrape has no {attempts_total} samples"
     );
-    let lost: f64 = series(&final_scrape, "ttmlat_lost_events_total")?
+    let lost: f64 = series(&final_scrape, &family::exposed(family::LOST))?
         .iter()
         .map(|(_, v)| v)
         .sum();
@@ -646,43 +642,36 @@ step done
     eprintln!(
         "episodes: /metrics {} {m_episodes:?}, serve's recording {}, ttmlat record {}",
         total(&m_episodes),
-        total(&xtask::labtest::count_map(&serve_rec["counts"]["episodes"])),
-        total(&xtask::labtest::count_map(&rec["counts"]["episodes"]))
+        total(&serve_rec.counts.episodes),
+        total(&rec.counts.episodes)
     );
     eprintln!(
         "attempts: /metrics {} {m_attempts:?}, serve's recording {}, ttmlat record {}; lost events {lost}, ring buffer drops serve {} record {}",
         total(&m_attempts),
-        total(&xtask::labtest::count_map(&serve_rec["counts"]["attempts"])),
-        total(&xtask::labtest::count_map(&rec["counts"]["attempts"])),
-        serve_rec["probe_stats"]["ringbuf_drops"],
-        rec["probe_stats"]["ringbuf_drops"]
+        total(&serve_rec.counts.attempts),
+        total(&rec.counts.attempts),
+        serve_rec.probe_stats.ringbuf_drops,
+        rec.probe_stats.ringbuf_drops
     );
     for (what, r) in [("serve's recording", &serve_rec), ("ttmlat record", &rec)] {
         ensure!(
-            m_episodes == xtask::labtest::count_map(&r["counts"]["episodes"]),
-            "episodes by path: /metrics {m_episodes:?}, {what} {}",
-            r["counts"]["episodes"]
+            m_episodes == nonzero(&r.counts.episodes),
+            "episodes by path: /metrics {m_episodes:?}, {what} {:?}",
+            r.counts.episodes
         );
         ensure!(
-            m_attempts == xtask::labtest::count_map(&r["counts"]["attempts"]),
-            "attempts by path: /metrics {m_attempts:?}, {what} {}",
-            r["counts"]["attempts"]
+            m_attempts == nonzero(&r.counts.attempts),
+            "attempts by path: /metrics {m_attempts:?}, {what} {:?}",
+            r.counts.attempts
         );
-        ensure!(
-            num(&r["probe_stats"]["ringbuf_drops"]) == 0,
-            "{what}: ring buffer drops {}",
-            r["probe_stats"]["ringbuf_drops"]
-        );
+        assert_nothing_lost(what, r)?;
     }
     ensure!(lost == 0.0, "ttmlat_lost_events_total is {lost}");
     // The stress faults overlapped the waves: the first wave saw fewer episodes than the end.
-    let first = total(&by_path(
-        &out("scrape_w1-1.txt")?,
-        "ttmlat_fault_episodes_total",
-    )?);
+    let first = total(&by_path(&out("scrape_w1-1.txt")?, &episodes_total)?);
     let last = total(&by_path(
         &out(&format!("scrape_w{WAVES}-{SCRAPES}.txt"))?,
-        "ttmlat_fault_episodes_total",
+        &episodes_total,
     )?);
     eprintln!(
         "episodes served: first scrape of wave 1 {first}, last of wave {WAVES} {last}, final {}",

@@ -17,7 +17,10 @@ use hdrhistogram::{Histogram, serialization::Deserializer};
 use serde_json::Value;
 use xtask::{
     lab::{LabRun, TtmVariant},
-    labtest,
+    labtest::{
+        self, AttemptPath, Metric, Recording, StressReport, TouchReport, family, nonzero,
+        read_recording, read_report,
+    },
 };
 
 const PORT: u16 = 10471;
@@ -72,7 +75,7 @@ for i in $(seq 1 600); do [ -f /tmp/rec.ready ] && break; kill -0 $REC 2>/dev/nu
 # scraped those, rate() over the stress run sees all of its episodes.
 $TTMLAT workload touch --size 64K --json > $LAB_OUT/touch.json
 for i in $(seq 1 120); do
-    q 'ttmlat_fault_episodes_total{{path="retry"}}' | grep -q '"value"' && break
+    q '{episodes}{{path="retry"}}' | grep -q '"value"' && break
     sleep 0.5
 done
 sleep 3
@@ -82,35 +85,43 @@ kill -INT $REC; wait $REC || {{ echo "ttmlat record failed"; cat $LAB_OUT/record
 curl -fsS http://127.0.0.1:{PORT}/metrics > $LAB_OUT/scrape_final.txt
 promtool check metrics < $LAB_OUT/scrape_final.txt > $LAB_OUT/promtool_final.txt 2>&1 || {{ echo "promtool rejects the live scrape"; cat $LAB_OUT/promtool_final.txt; exit 5; }}
 # Until Prometheus has scraped everything ttmlat counted.
-WANT=$(awk '/^ttmlat_fault_episode_duration_seconds_count/ {{ s += $2 }} END {{ print s + 0 }}' $LAB_OUT/scrape_final.txt)
+WANT=$(awk '/^{duration}_count/ {{ s += $2 }} END {{ print s + 0 }}' $LAB_OUT/scrape_final.txt)
 for i in $(seq 1 120); do
-    GOT=$(q 'sum(histogram_count(ttmlat_fault_episode_duration_seconds))' | sed -n 's/.*"value":\[[^,]*,"\([0-9.e+]*\)"\].*/\1/p')
+    GOT=$(q 'sum(histogram_count({duration}))' | sed -n 's/.*"value":\[[^,]*,"\([0-9.e+]*\)"\].*/\1/p')
     [ "${{GOT:-0}}" = "$WANT" ] && break
     sleep 0.5
 done
 echo "$WANT" > $LAB_OUT/serve_count.txt
 TEND=$(date +%s)
 W=$(( TEND - T0 + 2 ))s
-q 'histogram_quantile(0.99, sum(ttmlat_fault_episode_duration_seconds))' > $LAB_OUT/q_p99.json
-qt "histogram_quantile(0.99, sum(rate(ttmlat_fault_episode_duration_seconds[$W])))" > $LAB_OUT/q_p99_rate.json
-q 'histogram_quantile(0.5, sum(ttmlat_fault_episode_duration_seconds))' > $LAB_OUT/q_p50.json
-q 'sum(histogram_count(ttmlat_fault_episode_duration_seconds))' > $LAB_OUT/q_count.json
-q 'sum(ttmlat_fault_episode_duration_seconds)' > $LAB_OUT/q_hist.json
-qt "sum(rate(ttmlat_fault_episode_duration_seconds[$W]))" > $LAB_OUT/q_hist_rate.json
+q 'histogram_quantile(0.99, sum({duration}))' > $LAB_OUT/q_p99.json
+qt "histogram_quantile(0.99, sum(rate({duration}[$W])))" > $LAB_OUT/q_p99_rate.json
+q 'histogram_quantile(0.5, sum({duration}))' > $LAB_OUT/q_p50.json
+q 'sum(histogram_count({duration}))' > $LAB_OUT/q_count.json
+q 'sum({duration})' > $LAB_OUT/q_hist.json
+qt "sum(rate({duration}[$W]))" > $LAB_OUT/q_hist_rate.json
 echo "$W" > $LAB_OUT/window.txt
-q 'sum by (path) (histogram_sum(ttmlat_fault_episode_duration_seconds))' > $LAB_OUT/q_sums.json
-q 'sum by (path) (ttmlat_fault_episodes_total)' > $LAB_OUT/q_episodes.json
-q 'sum(ttmlat_lost_events_total)' > $LAB_OUT/q_lost.json
-q 'sum by (path) (ttmlat_fault_attempts_total)' > $LAB_OUT/q_attempts.json
-q 'sum(ttmlat_held_waits_total)' > $LAB_OUT/q_held.json
-q 'sum(ttmlat_fault_retries_total)' > $LAB_OUT/q_retries.json
-q 'sum(histogram_sum(ttmlat_collateral_stall_seconds))' > $LAB_OUT/q_collateral.json
+q 'sum by (path) (histogram_sum({duration}))' > $LAB_OUT/q_sums.json
+q 'sum by (path) ({episodes})' > $LAB_OUT/q_episodes.json
+q 'sum({lost})' > $LAB_OUT/q_lost.json
+q 'sum by (path) ({attempts})' > $LAB_OUT/q_attempts.json
+q 'sum({held})' > $LAB_OUT/q_held.json
+q 'sum({retries})' > $LAB_OUT/q_retries.json
+q 'sum(histogram_sum({collateral}))' > $LAB_OUT/q_collateral.json
 kill -INT $SERVE; wait $SERVE || {{ echo "ttmlat serve failed"; cat $LAB_OUT/serve.txt; exit 7; }}
 kill $PROM; wait $PROM || true
-"#
+"#,
+        episodes = family::exposed(family::EPISODES),
+        duration = family::EPISODE_DURATION,
+        lost = family::exposed(family::LOST),
+        attempts = family::exposed(family::ATTEMPTS),
+        held = family::exposed(family::HELD_WAITS),
+        retries = family::exposed(family::RETRIES),
+        collateral = family::COLLATERAL_STALL,
     )
 }
 
+/// A Prometheus HTTP API answer the guest saved (Prometheus' schema, not ttmlat's).
 fn json(run: &LabRun, name: &str) -> Result<Value> {
     labtest::read_json(run, name)
 }
@@ -154,6 +165,8 @@ fn scalar(v: &Value) -> Result<f64> {
         .with_context(|| format!("no value in {r}"))
 }
 
+/// An HdrHistogram of a recording, decoded here with the hdrhistogram crate (not ttmlat's
+/// decoder): the encoding is the interchange format the README promises.
 fn decode(encoded: &str) -> Result<Histogram<u64>> {
     let bytes = base64::engine::general_purpose::STANDARD.decode(encoded.as_bytes())?;
     Deserializer::new()
@@ -162,13 +175,13 @@ fn decode(encoded: &str) -> Result<Histogram<u64>> {
 }
 
 /// The recording's episode latency, merged over paths (ns).
-fn merged_episode_latency(rec: &Value) -> Result<Histogram<u64>> {
+fn merged_episode_latency(rec: &Recording) -> Result<Histogram<u64>> {
     let mut merged: Option<Histogram<u64>> = None;
-    for h in rec["histograms"].as_array().context("histograms")? {
-        if h["metric"] != "episode_latency" {
+    for h in &rec.histograms {
+        if h.metric != Metric::EpisodeLatency.name() {
             continue;
         }
-        let one = decode(h["encoded"].as_str().context("encoded")?)?;
+        let one = decode(&h.encoded)?;
         match &mut merged {
             None => merged = Some(one),
             Some(m) => m
@@ -238,10 +251,10 @@ fn prometheus_agrees_with_the_recording_6_1_blocking() -> Result<()> {
 /// counts per path, and p50/p99 in the same native bucket.
 fn agrees(kernel: &str, ttm: TtmVariant) -> Result<()> {
     let run = labtest::run_guest_for(kernel, ttm, &script(), Duration::from_secs(900))?;
-    let rec = json(&run, "rec.json")?;
+    let rec = read_recording(&run, "rec.json")?;
     let lat_other = merged_episode_latency(&rec)?;
     // serve's own recording: the very measurements it exported.
-    let serve_rec = json(&run, "serve_rec.json")?;
+    let serve_rec = read_recording(&run, "serve_rec.json")?;
     let lat = merged_episode_latency(&serve_rec)?;
     let serve_count: f64 = fs::read_to_string(run.out_dir.join("serve_count.txt"))?
         .trim()
@@ -283,43 +296,48 @@ fn agrees(kernel: &str, ttm: TtmVariant) -> Result<()> {
         scalar(&json(&run, "q_lost.json")?)? == 0.0,
         "ttmlat serve lost events"
     );
+    labtest::assert_nothing_lost("ttmlat record", &rec)?;
+    labtest::assert_nothing_lost("ttmlat serve", &serve_rec)?;
     // Counts: exactly the recording's, path by path.
-    let c = &rec["counts"];
+    let c = &rec.counts;
     let prom_episodes = by_path(&json(&run, "q_episodes.json")?)?;
     let prom_attempts = by_path(&json(&run, "q_attempts.json")?)?;
     eprintln!("{kernel} {ttm:?}: episodes by path {prom_episodes:?}, attempts {prom_attempts:?}");
     ensure!(
-        prom_episodes == labtest::count_map(&c["episodes"]),
-        "episodes by path: prometheus {prom_episodes:?}, recording {}",
-        c["episodes"]
+        prom_episodes == nonzero(&c.episodes),
+        "episodes by path: prometheus {prom_episodes:?}, recording {:?}",
+        c.episodes
     );
     ensure!(
-        prom_attempts == labtest::count_map(&c["attempts"]),
-        "attempts by path: prometheus {prom_attempts:?}, recording {}",
-        c["attempts"]
+        prom_attempts == nonzero(&c.attempts),
+        "attempts by path: prometheus {prom_attempts:?}, recording {:?}",
+        c.attempts
     );
-    let held: u64 = ["held-wait", "interrupted", "access-held-wait"]
-        .iter()
-        .map(|p| labtest::entry(&c["attempts"], p))
-        .sum();
+    let held: u64 = [
+        AttemptPath::HeldWait,
+        AttemptPath::Interrupted,
+        AttemptPath::AccessHeldWait,
+    ]
+    .iter()
+    .map(|p| c.attempts.get(p.name()).copied().unwrap_or(0))
+    .sum();
     let prom_held = scalar_or_zero(&json(&run, "q_held.json")?)? as u64;
     ensure!(
         prom_held == held,
         "held waits: prometheus {prom_held}, recording {held}"
     );
-    let tried = labtest::num(&c["tried_attempts"]);
+    let tried = c.tried_attempts;
     let prom_retries = scalar_or_zero(&json(&run, "q_retries.json")?)? as u64;
     ensure!(
         prom_retries == tried,
         "retries: prometheus {prom_retries}, recording's TRIED attempts {tried}"
     );
     // Collateral stall: Prometheus' exact sum vs the recording's HdrHistogram (mean · n).
-    let rec_collateral: f64 = serve_rec["histograms"]
-        .as_array()
-        .context("histograms")?
+    let rec_collateral: f64 = serve_rec
+        .histograms
         .iter()
-        .filter(|h| h["metric"] == "collateral_stall")
-        .map(|h| h["mean"].as_f64().unwrap_or(0.0) * h["count"].as_f64().unwrap_or(0.0) / 1e9)
+        .filter(|h| h.metric == Metric::CollateralStall.name())
+        .map(|h| h.mean * h.count as f64 / 1e9)
         .sum();
     let prom_collateral = scalar_or_zero(&json(&run, "q_collateral.json")?)?;
     eprintln!(
@@ -351,12 +369,12 @@ fn agrees(kernel: &str, ttm: TtmVariant) -> Result<()> {
             .parse()
             .ok()
     };
-    for h in rec["histograms"].as_array().context("histograms")? {
-        if h["metric"] != "episode_latency" {
+    for h in &rec.histograms {
+        if h.metric != Metric::EpisodeLatency.name() {
             continue;
         }
-        let class = h["class"].as_str().unwrap_or_default();
-        let rec_sum = h["mean"].as_f64().unwrap_or(0.0) * h["count"].as_f64().unwrap_or(0.0) / 1e9;
+        let class = h.class.as_str();
+        let rec_sum = h.mean * h.count as f64 / 1e9;
         if let Some(p) = prom_sum(class) {
             eprintln!(
                 "episode_latency sum, path {class}: prometheus {p:.6} s, recording {rec_sum:.6} s ({:+.2}%)",
@@ -393,19 +411,13 @@ fn agrees(kernel: &str, ttm: TtmVariant) -> Result<()> {
     }
     // The rate form over the stress run: every stress episode, not the warm-up touch (its
     // series appeared with it). Compared with the recording's stress processes only.
-    let touch_pid = json(&run, "touch.json")?["pid"]
-        .as_u64()
-        .context("touch pid")?;
+    let touch_pid = read_report::<TouchReport>(&run, "touch.json")?.pid;
     let mut stress_lat: Option<Histogram<u64>> = None;
-    for (pid, p) in serve_rec["processes"].as_object().context("processes")? {
-        if pid.parse::<u64>().ok() == Some(touch_pid) {
+    for (pid, p) in &serve_rec.processes {
+        if *pid == touch_pid {
             continue;
         }
-        let h = decode(
-            p["episode_latency"]["encoded"]
-                .as_str()
-                .context("process histogram")?,
-        )?;
+        let h = decode(&p.episode_latency.encoded)?;
         match &mut stress_lat {
             None => stress_lat = Some(h),
             Some(m) => m
@@ -434,10 +446,10 @@ fn agrees(kernel: &str, ttm: TtmVariant) -> Result<()> {
         stress_p99 > lo * (1.0 - 1e-3) && stress_p99 <= hi * (1.0 + 1e-3),
         "rate form: the recording's stress p99 {stress_p99} s is outside ({lo}, {hi}] of Prometheus' estimate {rate_p99}"
     );
-    let stress = json(&run, "stress.json")?;
+    let stress: StressReport = read_report(&run, "stress.json")?;
     eprintln!(
         "stress: rounds {} (kernel {}, run dir {})",
-        stress["rounds_done"],
+        stress.rounds_done,
         run.kernel.release,
         run.run_dir.display()
     );

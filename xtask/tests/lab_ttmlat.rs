@@ -9,10 +9,12 @@
 use std::fs;
 
 use anyhow::{Context, Result, ensure};
-use serde_json::Value;
 use xtask::{
     lab::{LabRun, TtmVariant},
-    labtest,
+    labtest::{
+        self, AttemptPath, EpisodePath, ProcessEntry, Recording, StressReport, TouchReport,
+        attempts_of, episodes_of, process, read_recording, read_report,
+    },
     observer::{self, Observed},
 };
 
@@ -28,14 +30,6 @@ fn run(kernel: &str, ttm: TtmVariant, body: &str) -> Result<LabRun> {
     labtest::run_script(kernel, ttm, body)
 }
 
-fn json(run: &LabRun, name: &str) -> Result<Value> {
-    labtest::read_json(run, name)
-}
-
-fn u(v: &Value) -> u64 {
-    labtest::num(v)
-}
-
 fn observed(run: &LabRun) -> Result<(Observed, u64)> {
     let trace = fs::read_to_string(run.out_dir.join("trace.txt"))?;
     let profile = fs::read_to_string(run.out_dir.join("kprobe_profile.txt"))?;
@@ -45,14 +39,7 @@ fn observed(run: &LabRun) -> Result<(Observed, u64)> {
     ))
 }
 
-/// ttmlat's per-process counts for `pid`.
-fn process(rec: &Value, pid: u64) -> Result<&Value> {
-    rec["processes"]
-        .get(pid.to_string())
-        .with_context(|| format!("recording has no process {pid}: {}", rec["processes"]))
-}
-
-fn assert_nothing_lost(rec: &Value) -> Result<()> {
+fn assert_nothing_lost(rec: &Recording) -> Result<()> {
     labtest::assert_nothing_lost("ttmlat", rec)
 }
 
@@ -96,67 +83,61 @@ wait $ST
         collect = observer::collect_script("$LAB_OUT"),
     );
     let run = run(kernel, TtmVariant::Stock, &body)?;
-    let rec = json(&run, "rec.json")?;
+    let rec = read_recording(&run, "rec.json")?;
     assert_nothing_lost(&rec)?;
     let trace = fs::read_to_string(run.out_dir.join("trace.txt"))?;
     let events = observer::parse_trace(&trace);
     let mut touch_pids = Vec::new();
     for name in ["touch1.json", "touch2.json"] {
-        let touch = json(&run, name)?;
-        let pid = u(&touch["pid"]);
+        let touch: TouchReport = read_report(&run, name)?;
+        let pid = touch.pid;
         touch_pids.push(pid);
         // The touch workload is single-threaded: its tid is its pid.
-        let mine: Vec<_> = events
-            .iter()
-            .filter(|e| u64::from(e.tid) == pid)
-            .cloned()
-            .collect();
+        let mine: Vec<_> = events.iter().filter(|e| e.tid == pid).cloned().collect();
         let obs = observer::observe(&mine);
         let p = process(&rec, pid)?;
         eprintln!(
             "{kernel} {name}: pages {} tracefs faults {} completed {} | ttmlat attempts {} episodes {}",
-            touch["pages"], obs.fault_entries, obs.completed_faults, p["attempts"], p["episodes"]
+            touch.pages, obs.fault_entries, obs.completed_faults, p.attempts, p.episodes
         );
         ensure!(obs.fault_entries > 0, "tracefs saw no fault for pid {pid}");
         ensure!(
-            u(&p["attempts"]) == obs.fault_entries,
+            p.attempts == obs.fault_entries,
             "{kernel}: ttmlat counted {} fault attempts for pid {pid}, tracefs {}",
-            p["attempts"],
+            p.attempts,
             obs.fault_entries
         );
         ensure!(
-            u(&p["episodes"]) == obs.completed_faults,
+            p.episodes == obs.completed_faults,
             "{kernel}: ttmlat counted {} faults for pid {pid}, tracefs {}",
-            p["episodes"],
+            p.episodes,
             obs.completed_faults
         );
     }
     // -c ttm-touch: exactly the touch processes, with the same counts; the unfiltered
     // recording also saw the other workload.
-    let other = u(&json(&run, "other.json")?["pid"]);
+    let other = read_report::<StressReport>(&run, "other.json")?.pid;
     ensure!(
         process(&rec, other).is_ok(),
         "{kernel}: the unfiltered recording missed the other workload"
     );
-    let filtered = json(&run, "rec_comm.json")?;
-    let procs = filtered["processes"].as_object().context("processes")?;
-    let mut seen: Vec<u64> = procs.keys().filter_map(|k| k.parse().ok()).collect();
-    seen.sort_unstable();
+    let filtered = read_recording(&run, "rec_comm.json")?;
+    let seen: Vec<u32> = filtered.processes.keys().copied().collect();
     ensure!(
         seen == touch_pids,
         "{kernel}: -c ttm-touch recorded processes {seen:?}, expected {touch_pids:?}"
     );
     for pid in &touch_pids {
         ensure!(
-            process(&filtered, *pid)?["attempts"] == process(&rec, *pid)?["attempts"],
+            process(&filtered, *pid)?.attempts == process(&rec, *pid)?.attempts,
             "{kernel}: filtered and unfiltered counts differ for {pid}"
         );
     }
     // SIGINT: a clean stop with a complete report.
-    let sigint = json(&run, "sigint.json")?;
+    let sigint: StressReport = read_report(&run, "sigint.json")?;
     ensure!(
-        sigint["interrupted"] == Value::Bool(true) && u(&sigint["rounds_done"]) >= 1,
-        "{kernel}: stress did not stop cleanly on SIGINT: {sigint}"
+        sigint.interrupted && sigint.rounds_done >= 1,
+        "{kernel}: stress did not stop cleanly on SIGINT: {sigint:?}"
     );
     Ok(())
 }
@@ -186,8 +167,8 @@ xtask::on_current_kernels!(fault_count_matches_tracefs_current => fault_count_ma
 /// and the observer's facts about the faulting threads.
 struct Contention {
     kernel: String,
-    rec: Value,
-    stress: Value,
+    rec: Recording,
+    stress: StressReport,
     obs: Observed,
     observer_misses: u64,
 }
@@ -224,17 +205,17 @@ fn contention_stress(
     );
     let run = run(kernel, ttm, &body)?;
     let (obs, observer_misses) = observed(&run)?;
-    let rec = json(&run, "rec.json")?;
+    let rec = read_recording(&run, "rec.json")?;
     let packages = run.kernel.packages_label();
     ensure!(
-        rec["meta"]["kernel_package"] == packages.as_str(),
-        "{kernel}: the recording names kernel package {}, the lab booted {packages}",
-        rec["meta"]["kernel_package"]
+        rec.meta.kernel_package.as_deref() == Some(packages.as_str()),
+        "{kernel}: the recording names kernel package {:?}, the lab booted {packages}",
+        rec.meta.kernel_package
     );
     Ok(Contention {
         kernel: kernel.to_owned(),
         rec,
-        stress: json(&run, "stress.json")?,
+        stress: read_report(&run, "stress.json")?,
         obs,
         observer_misses,
     })
@@ -246,17 +227,15 @@ fn contention_stress(
 /// before 5.16): ttmlat falls back to its vmlinux hooks there, and says so.
 const INLINED_TRYLOCK: [&str; 1] = ["5.10"];
 
-fn check_hook_sites(label: &str, kernel: &str, rec: &Value) -> Result<()> {
-    let meta = &rec["meta"];
-    let points: Vec<&str> = meta["attach_points"]
-        .as_array()
-        .context("recording has no attach_points")?
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
-    let how = meta["hook_sites"].as_str().unwrap_or("(missing)");
-    let command = meta["command_line"].to_string();
-    if command.contains("--hook-sites vmlinux") || command.contains("\"vmlinux\"") {
+fn check_hook_sites(label: &str, kernel: &str, rec: &Recording) -> Result<()> {
+    let meta = &rec.meta;
+    let points: Vec<&str> = meta.attach_points.iter().map(String::as_str).collect();
+    let how = meta
+        .hook_sites
+        .as_deref()
+        .with_context(|| format!("{label}: the recording does not say where it hooked"))?;
+    let command = meta.command_line.join(" ");
+    if command.contains("--hook-sites vmlinux") {
         return Ok(());
     }
     if INLINED_TRYLOCK.contains(&kernel) {
@@ -294,11 +273,10 @@ fn common_checks(label: &str, c: &Contention) -> Result<()> {
         c.observer_misses == 0,
         "{label}: the observer missed returns"
     );
-    let pid = u(&c.stress["pid"]);
-    let p = process(&c.rec, pid)?;
+    let p = process(&c.rec, c.stress.pid)?;
     let o = &c.obs;
     eprintln!(
-        "{label}: observer attempts {} faults {} reserve calls {} (waited {}, RETRY {}) | ttmlat attempts {} episodes {} paths {} {}",
+        "{label}: observer attempts {} faults {} reserve calls {} (waited {}, RETRY {}) | ttmlat attempts {} episodes {} paths {:?} {:?}",
         o.fault_entries,
         o.completed_faults,
         o.reserve_calls.len(),
@@ -307,25 +285,25 @@ fn common_checks(label: &str, c: &Contention) -> Result<()> {
             .iter()
             .filter(|r| r.returned_retry())
             .count(),
-        p["attempts"],
-        p["episodes"],
-        c.rec["counts"]["attempts"],
-        c.rec["counts"]["episodes"],
+        p.attempts,
+        p.episodes,
+        c.rec.counts.attempts,
+        c.rec.counts.episodes,
     );
     ensure!(
-        u(&p["attempts"]) == o.fault_entries,
+        p.attempts == o.fault_entries,
         "{label}: ttmlat saw {} attempts, the observer {}",
-        p["attempts"],
+        p.attempts,
         o.fault_entries
     );
     ensure!(
-        u(&p["episodes"]) == o.completed_faults,
+        p.episodes == o.completed_faults,
         "{label}: ttmlat saw {} episodes, the observer {}",
-        p["episodes"],
+        p.episodes,
         o.completed_faults
     );
     // RETRY followed by the thread's next, first fault instead of a retry in a TTM handler.
-    let unhandled = labtest::entry(&p["episode_paths"], "retry-no-handler");
+    let unhandled = episodes_of(p, EpisodePath::RetryNoHandler);
     eprintln!(
         "{label}: retry-no-handler: ttmlat {unhandled}, observer {} ({} retried without \
          entering TTM: the page was mapped meanwhile; the rest went back to user space or \
@@ -355,17 +333,12 @@ fn common_checks(label: &str, c: &Contention) -> Result<()> {
 ///   anonymous fault), and the workload adds exception exit and the scheduler's doings after
 ///   the fault. Under TCG a vCPU can stall or be preempted for milliseconds on that path,
 ///   which is why an earlier comparison of ttmlat with the workload alone was flaky.
-fn latency_checks(label: &str, c: &Contention, p: &Value) -> Result<()> {
+fn latency_checks(label: &str, c: &Contention, p: &ProcessEntry) -> Result<()> {
     let same_definition = c.obs.from_wait_sorted();
     let from_exception = c.obs.from_exception_sorted().with_context(|| {
         format!("{label}: the observer has episodes without an exception entry (page_fault_user)")
     })?;
-    let mut workload: Vec<u64> = c.stress["first_touch_ns"]
-        .as_array()
-        .context("stress.json has no first_touch_ns")?
-        .iter()
-        .map(u)
-        .collect();
+    let mut workload = c.stress.first_touch_ns.clone();
     workload.sort_unstable();
     // Each episode lies inside one timed touch, but with --adjacent some touches find their
     // page mapped by a neighbour's fault and make no TTM fault at all. Only the slowest
@@ -409,8 +382,10 @@ fn latency_checks(label: &str, c: &Contention, p: &Value) -> Result<()> {
     // Up to 1 in 16 episodes may be timed differently (see observer::percentile_band); the
     // rest must agree to 1% + 100 µs (trace resolution 1 µs, HdrHistogram < 0.1% high).
     let slack = (same_definition.len() / 16).max(1);
-    for (q, key) in [(0.5, "p50"), (0.9, "p90")] {
-        let ours = u(&p["episode_latency"][key]);
+    for (q, key, ours) in [
+        (0.5, "p50", p.episode_latency.p50),
+        (0.9, "p90", p.episode_latency.p90),
+    ] {
         let band = |v: &[u64]| observer::percentile_band(v, q, slack).unwrap_or((0, 0));
         let (same, exception, user) = (
             band(&same_definition),
@@ -445,16 +420,15 @@ fn latency_checks(label: &str, c: &Contention, p: &Value) -> Result<()> {
     Ok(())
 }
 
-/// Attempts of the stress process (the observer watches its fault threads only) by path.
-fn attempts(c: &Contention, path: &str) -> u64 {
-    let pid = c.stress["pid"].to_string();
-    labtest::entry(&c.rec["processes"][pid]["attempt_paths"], path)
+/// Attempts of the stress process (the observer watches its fault threads only) by path; a
+/// process missing from the recording fails the test.
+fn attempts(c: &Contention, path: AttemptPath) -> Result<u64> {
+    Ok(attempts_of(process(&c.rec, c.stress.pid)?, path))
 }
 
 /// Episodes of the stress process by path.
-fn episodes(c: &Contention, path: &str) -> u64 {
-    let pid = c.stress["pid"].to_string();
-    labtest::entry(&c.rec["processes"][pid]["episode_paths"], path)
+fn episodes(c: &Contention, path: EpisodePath) -> Result<u64> {
+    Ok(episodes_of(process(&c.rec, c.stress.pid)?, path))
 }
 
 fn stock_checks(label: &str, c: &Contention) -> Result<()> {
@@ -484,10 +458,10 @@ fn stock_checks(label: &str, c: &Contention) -> Result<()> {
         }
     }
     // ttmlat agrees attempt by attempt class.
+    let retry_dropped = attempts(c, AttemptPath::RetryDropped)?;
     ensure!(
-        attempts(c, "retry-dropped") == retries.len() as u64,
-        "{label}: ttmlat retry-dropped {} vs observer RETRY {}",
-        attempts(c, "retry-dropped"),
+        retry_dropped == retries.len() as u64,
+        "{label}: ttmlat retry-dropped {retry_dropped} vs observer RETRY {}",
         retries.len()
     );
     let held = o
@@ -495,20 +469,18 @@ fn stock_checks(label: &str, c: &Contention) -> Result<()> {
         .iter()
         .filter(|r| r.waited && !r.dropped_before_wait)
         .count() as u64;
+    let held_wait = attempts(c, AttemptPath::HeldWait)?;
     ensure!(
-        attempts(c, "held-wait") + attempts(c, "interrupted") == held,
-        "{label}: ttmlat held waits {} vs observer {held}",
-        attempts(c, "held-wait")
+        held_wait + attempts(c, AttemptPath::Interrupted)? == held,
+        "{label}: ttmlat held waits {held_wait} vs observer {held}"
     );
     ensure!(
-        u(&c.rec["counts"]["held_waits_untried"]) == 0,
+        c.rec.counts.held_waits_untried == 0,
         "{label}: ttmlat reports held waits on first attempts"
     );
-    let first = c.rec["counts"]["contended_first_attempts"]
-        .as_object()
-        .context("contended_first_attempts")?;
+    let first = labtest::nonzero(&c.rec.counts.contended_first_attempts);
     ensure!(
-        !first.is_empty() && first.keys().all(|k| k == "retry-dropped"),
+        !first.is_empty() && first.keys().all(|k| k == AttemptPath::RetryDropped.name()),
         "{label}: contended first attempts are not all retry-class: {first:?}"
     );
     Ok(())
@@ -530,11 +502,12 @@ fn stock_6_1_drops_mmap_lock_and_retries_with_kprobe_hooks() -> Result<()> {
         TtmVariant::Stock,
         "--hook-sites vmlinux --vmlinux-hooks kprobes --handler-hooks kprobes",
     )?;
-    let points: Vec<&str> = c.rec["meta"]["attach_points"]
-        .as_array()
-        .context("recording has no attach_points")?
+    let points: Vec<&str> = c
+        .rec
+        .meta
+        .attach_points
         .iter()
-        .filter_map(Value::as_str)
+        .map(String::as_str)
         .collect();
     ensure!(
         points.contains(&"kprobe:up_read")
@@ -613,25 +586,36 @@ fn blocking_waits_with_mmap_lock_held(kernel: &str) -> Result<()> {
             .all(|r| !r.dropped_before_wait),
         "{label}: a contended attempt dropped mmap_lock"
     );
-    for path in ["retry-dropped", "retry-nowait"] {
-        ensure!(attempts(&c, path) == 0, "{label}: ttmlat saw {path}");
-    }
-    for path in ["retry", "retry-then-held"] {
+    for path in [AttemptPath::RetryDropped, AttemptPath::RetryNowait] {
         ensure!(
-            episodes(&c, path) == 0,
-            "{label}: ttmlat saw a {path} episode"
+            attempts(&c, path)? == 0,
+            "{label}: ttmlat saw {}",
+            path.name()
         );
     }
+    for path in [EpisodePath::Retry, EpisodePath::RetryThenHeld] {
+        ensure!(
+            episodes(&c, path)? == 0,
+            "{label}: ttmlat saw a {} episode",
+            path.name()
+        );
+    }
+    let held_wait = attempts(&c, AttemptPath::HeldWait)?;
     ensure!(
-        attempts(&c, "held-wait") + attempts(&c, "interrupted") == held && held > 0,
-        "{label}: ttmlat held waits {} vs observer {held}",
-        attempts(&c, "held-wait")
+        held_wait + attempts(&c, AttemptPath::Interrupted)? == held && held > 0,
+        "{label}: ttmlat held waits {held_wait} vs observer {held}"
     );
     // Collateral stall of the victim thread: non-zero, and no more than the victim's own
     // measured mmap/munmap time.
-    let victim_tid = u(&c.stress["victim_tid"]);
-    let victim_total = u(&c.stress["victim_total_ns"]);
-    let stalled = u(&c.rec["waiters"][victim_tid.to_string()]["held_overlap_ns"]);
+    let victim_tid = c
+        .stress
+        .victim_tid
+        .with_context(|| format!("{label}: the stress report names no victim thread"))?;
+    let victim_total = c.stress.victim_total_ns;
+    let stalled = u32::try_from(victim_tid)
+        .ok()
+        .and_then(|tid| c.rec.waiters.get(&tid))
+        .map_or(0, |w| w.held_overlap_ns);
     eprintln!(
         "{label}: victim stalled {stalled} ns by held waits, its calls took {victim_total} ns"
     );

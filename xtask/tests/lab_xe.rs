@@ -11,8 +11,10 @@
 use std::{collections::BTreeSet, fs, process::Command};
 
 use anyhow::{Context, Result, ensure};
-use serde_json::Value;
-use xtask::{lab::TtmVariant, labtest};
+use xtask::{
+    lab::TtmVariant,
+    labtest::{self, TouchReport, process, read_recording, read_report},
+};
 
 /// The call sites ttmlat should hook in xe, as `function+0xoffset`, from `objdump -dr` of the
 /// module: a `call` whose relocation names one of the probed callees, inside xe's fault
@@ -137,18 +139,18 @@ $TTMLAT check > $LAB_OUT/check.txt 2>&1 || {{ cat $LAB_OUT/check.txt; exit 3; }}
         stop = labtest::record_stop("rec", "INT"),
     );
     let run = labtest::run_script("newest", TtmVariant::Stock, &body)?;
-    let rec: Value = serde_json::from_str(&fs::read_to_string(run.out_dir.join("rec.json"))?)?;
-    let touch: Value = serde_json::from_str(&fs::read_to_string(run.out_dir.join("touch.json"))?)?;
-    let handlers = rec["meta"]["handlers"].to_string();
+    let rec = read_recording(&run, "rec.json")?;
+    let touch: TouchReport = read_report(&run, "touch.json")?;
+    let handlers = &rec.meta.handlers;
     ensure!(
-        handlers.contains("xe_bo_cpu_fault [xe]"),
-        "xe's handler is not in the plan: {handlers}"
+        handlers.iter().any(|h| h.contains("xe_bo_cpu_fault [xe]")),
+        "xe's handler is not in the plan: {handlers:?}"
     );
-    let points: BTreeSet<String> = rec["meta"]["attach_points"]
-        .as_array()
-        .context("attach_points")?
+    let points: BTreeSet<String> = rec
+        .meta
+        .attach_points
         .iter()
-        .filter_map(Value::as_str)
+        .map(String::as_str)
         // The handler itself is a kprobe or, where trampolines are taken, an fentry.
         .filter_map(|p| {
             p.strip_prefix("kprobe:")
@@ -175,11 +177,8 @@ $TTMLAT check > $LAB_OUT/check.txt 2>&1 || {{ cat $LAB_OUT/check.txt; exit 3; }}
         "ttmlat hooked {points:?} in xe, objdump finds {want:?}"
     );
     // With xe's sites attached, qxl's TTM faults are still counted one for one.
-    let pid = touch["pid"].as_u64().context("touch pid")?;
-    let p = &rec["processes"][pid.to_string()];
-    let faults = touch["minflt"].as_u64().context("touch minflt")?
-        + touch["majflt"].as_u64().context("touch majflt")?;
-    let attempts = p["attempts"].as_u64().context("touch process attempts")?;
+    let faults = u64::try_from(touch.minflt + touch.majflt).context("negative fault counts")?;
+    let attempts = process(&rec, touch.pid)?.attempts;
     ensure!(
         attempts > 0 && attempts <= faults,
         "ttmlat counted {attempts} TTM fault attempts, the workload {faults} faults"

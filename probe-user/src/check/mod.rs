@@ -14,7 +14,9 @@ mod rules;
 use std::{fmt::Write as _, io::Write as _};
 
 use anyhow::{Context, Result};
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 
 use crate::discovery::{self, AttachPlan};
 
@@ -29,7 +31,7 @@ pub const DEFAULT_MAXACTIVE: u32 = 1024;
 /// The function the kprobe test attaches to (ttmlat always probes it).
 const TEST_KPROBE_SYMBOL: &str = "up_read";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     Ok,
@@ -50,23 +52,23 @@ impl State {
 }
 
 /// One requirement and what this machine says about it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Check {
     /// Stable key (JSON, tests).
-    pub id: &'static str,
-    pub name: &'static str,
+    pub id: Cow<'static, str>,
+    pub name: Cow<'static, str>,
     pub state: State,
     pub detail: String,
     /// What it means and what to do, for anything not ok.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
 }
 
 impl Check {
     fn new(id: &'static str, name: &'static str, state: State, detail: impl Into<String>) -> Self {
         Self {
-            id,
-            name,
+            id: Cow::Borrowed(id),
+            name: Cow::Borrowed(name),
             state,
             detail: detail.into(),
             hint: None,
@@ -88,13 +90,13 @@ impl Check {
     }
 }
 
-/// The outcome of all checks.
-#[derive(Clone, Debug, Serialize)]
+/// The outcome of all checks: `check --json` writes it, the lab tests read it back.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
     pub kernel: String,
     pub can_run: bool,
     /// Ids of the failing checks.
-    pub failing: Vec<&'static str>,
+    pub failing: Vec<Cow<'static, str>>,
     pub checks: Vec<Check>,
     /// The attach points ttmlat would use, when it found TTM.
     pub plan: Option<AttachPlan>,
@@ -122,7 +124,7 @@ impl Report {
                 n => format!("ttmlat can run here ({n} warning{})", plural(n)),
             }
         } else {
-            let names: Vec<&str> = self.failures().map(|c| c.name).collect();
+            let names: Vec<&str> = self.failures().map(|c| c.name.as_ref()).collect();
             format!(
                 "ttmlat cannot run here: {} requirement{} not met ({})",
                 names.len(),
@@ -177,10 +179,10 @@ pub fn evaluate(f: &Facts) -> Report {
     .into_iter()
     .flatten()
     .collect();
-    let failing: Vec<&'static str> = checks
+    let failing: Vec<Cow<'static, str>> = checks
         .iter()
         .filter(|c| c.state == State::Fail)
-        .map(|c| c.id)
+        .map(|c| c.id.clone())
         .collect();
     Report {
         kernel: f.release.clone(),

@@ -34,7 +34,7 @@ use serde::Serialize;
 use super::drm::{Device, Mapping};
 use crate::aggregate::new_histogram;
 
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scenario {
     FirstTouch,
@@ -109,7 +109,7 @@ impl Percentiles {
     }
 }
 
-#[derive(Serialize, Debug, Clone)]
+#[derive(Serialize, serde::Deserialize, Debug, Clone)]
 pub struct StressReport {
     pub scenario: Scenario,
     pub pid: u32,

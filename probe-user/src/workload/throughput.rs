@@ -27,7 +27,7 @@ use super::{
     drm::{Device, Mapping},
 };
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// Faults on a mapped dumb buffer (TTM fault handler).
@@ -56,7 +56,7 @@ pub struct ThroughputArgs {
     pub device: Option<PathBuf>,
 }
 
-#[derive(Serialize, Debug)]
+#[derive(Serialize, serde::Deserialize, Debug)]
 pub struct ThroughputReport {
     pub kind: Kind,
     pub pid: u32,

@@ -21,7 +21,7 @@ pub struct TouchArgs {
     pub json: bool,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, serde::Deserialize, Debug)]
 pub struct TouchReport {
     pub pid: u32,
     pub device: String,

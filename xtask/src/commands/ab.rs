@@ -212,9 +212,9 @@ cat "$LAB_OUT/bench.txt"
     Ok(())
 }
 
-fn ms(v: &serde_json::Value) -> String {
-    v.as_f64()
-        .map_or_else(|| "-".into(), |ns| format!("{:.2}", ns / 1e6))
+/// Nanoseconds as milliseconds, `-` when unknown.
+fn ms(ns: Option<u64>) -> String {
+    ns.map_or_else(|| "-".into(), |ns| format!("{:.2}", ns as f64 / 1e6))
 }
 
 /// Median of the values (upper median for an even count); None when empty.
@@ -248,31 +248,31 @@ fn repetition_table(out: &Path) -> Result<String> {
     let mut summary = Vec::new();
     for (name, _, _) in CONFIGS {
         let path = out.join(format!("{name}.json"));
-        let text =
-            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let rec: serde_json::Value =
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        let runs = rec["bench"]["runs"]
-            .as_array()
-            .with_context(|| format!("{}: no bench runs", path.display()))?;
+        let rec = probe_user::recording::Recording::read(&path)?;
+        let runs = &rec
+            .bench
+            .as_ref()
+            .with_context(|| format!("{}: not a bench recording", path.display()))?
+            .runs;
         let mut p50s = Vec::new();
         let mut victim = Vec::new();
         for r in runs {
-            let st = &r["stress"];
+            let st = &r.stress;
+            let victim_p99 = st.victim.as_ref().map(|v| v.p99_ns);
             let _ = writeln!(
                 s,
                 "{:<14} {:>3} {:>8} {:>8} {:>10} {:>12} {:>10} {:>12}",
                 name,
-                r["index"].to_string(),
-                r["episodes"].to_string(),
-                r["attempts"].to_string(),
-                ms(&r["episode_p50_ns"]),
-                ms(&st["first_touch"]["p50_ns"]),
-                ms(&st["victim"]["p99_ns"]),
-                ms(&st["victim_total_ns"]),
+                r.index,
+                r.episodes,
+                r.attempts,
+                ms(r.episode_p50_ns),
+                ms(Some(st.first_touch.p50_ns)),
+                ms(victim_p99),
+                ms(Some(st.victim_total_ns)),
             );
-            p50s.extend(r["episode_p50_ns"].as_f64());
-            victim.extend(st["victim"]["p99_ns"].as_f64());
+            p50s.extend(r.episode_p50_ns.map(|n| n as f64));
+            victim.extend(victim_p99.map(|n| n as f64));
         }
         summary.push((name, runs.len(), median(p50s), median(victim)));
     }

@@ -12,9 +12,10 @@
 
 use std::{fs, path::PathBuf, process::ExitCode, time::Duration};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 use clap::Args;
-use serde_json::{Value, json};
+use probe_user::{recording::Recording, workload::throughput::ThroughputReport};
+use serde_json::json;
 use xtask::{
     lab::{LabRun, TtmVariant},
     lab_dirs::repo_root,
@@ -54,7 +55,7 @@ fn read(run: &LabRun, name: &str) -> Result<String> {
     fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
 }
 
-fn json_file(run: &LabRun, name: &str) -> Result<Value> {
+fn json_file<T: serde::de::DeserializeOwned>(run: &LabRun, name: &str) -> Result<T> {
     serde_json::from_str(read(run, name)?.trim()).with_context(|| format!("parsing {name}"))
 }
 
@@ -95,24 +96,22 @@ fn run(args: &BenchServeArgs) -> Result<()> {
     let mut rate = 0.0;
     let mut faults = 0;
     for name in ["rate-1.json", "rate-2.json"] {
-        let v = json_file(&run, name)?;
-        rate += v["faults"].as_f64().context("no faults")?
-            / (v["elapsed_ns"].as_f64().context("no elapsed_ns")? / 1e9);
-        faults += v["faults"].as_u64().context("no faults")?;
+        let v: ThroughputReport = json_file(&run, name)?;
+        let n = u64::try_from(v.faults).with_context(|| format!("{name}: {} faults", v.faults))?;
+        ensure!(v.elapsed_ns > 0, "{name}: no elapsed time");
+        rate += n as f64 / (v.elapsed_ns as f64 / 1e9);
+        faults += n;
     }
-    let rec = json_file(&run, "rate.rec.json")?;
-    let stats = rec["probe_stats"].clone();
-    let attempts: u64 = rec["counts"]["attempts"]
-        .as_object()
-        .context("no counts.attempts")?
-        .values()
-        .filter_map(Value::as_u64)
-        .sum();
+    let rec = Recording::read(&run.out_dir.join("rate.rec.json"))?;
+    let stats = rec.probe_stats;
+    let attempts: u64 = rec.counts.attempts.values().sum();
     let lost: Vec<String> = stats
-        .as_object()
-        .context("no probe_stats")?
+        .channels()
         .iter()
-        .map(|(k, v)| format!("{k} {v}"))
+        .map(|c| match c.value {
+            Some(n) => format!("{} {n}", c.field),
+            None => format!("{} unknown", c.field),
+        })
         .collect();
 
     // 2. First interval.

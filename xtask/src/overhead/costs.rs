@@ -7,8 +7,10 @@
 
 use std::{fmt::Write as _, path::Path};
 
-use anyhow::{Context, Result, ensure};
-use serde_json::Value;
+use std::collections::BTreeMap;
+
+use anyhow::{Result, ensure};
+use probe_user::{prog_fdinfo::ProgramCost as KernelCost, recording::Recording};
 
 /// One BPF program's share of the `profile_costs` run (`record --program-costs`).
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -20,18 +22,18 @@ pub struct ProgramCost {
 
 /// The `profile_costs` run: each program's runs per TTM fault of the loop and mean run time,
 /// most expensive per fault first.
-pub fn program_costs(rec: &Value, faults: u64) -> Result<Vec<ProgramCost>> {
-    let costs = rec["program_costs"]
-        .as_object()
-        .context("the --program-costs recording has no program_costs")?;
+pub fn program_costs(
+    costs: &BTreeMap<String, KernelCost>,
+    faults: u64,
+) -> Result<Vec<ProgramCost>> {
+    ensure!(
+        !costs.is_empty(),
+        "the --program-costs recording has no program_costs"
+    );
     ensure!(faults > 0, "the --program-costs loop made no faults");
     let mut out = Vec::new();
     for (name, c) in costs {
-        let field = |k: &str| {
-            c[k].as_u64()
-                .with_context(|| format!("program_costs.{name}.{k} is missing"))
-        };
-        let (runs, ns) = (field("runs")?, field("run_time_ns")?);
+        let (runs, ns) = (c.runs, c.run_time_ns);
         if runs == 0 {
             continue;
         }
@@ -47,9 +49,9 @@ pub fn program_costs(rec: &Value, faults: u64) -> Result<Vec<ProgramCost>> {
 
 /// Reads the `profile_costs` run of a guest's output directory.
 pub fn collect_program_costs(dir: &Path) -> Result<Vec<ProgramCost>> {
-    let rec = super::read_json(&dir.join("costs.rec.json"))?;
+    let rec = Recording::read(&dir.join("costs.rec.json"))?;
     let lp = super::parse_loop(&super::read_json(&dir.join("costs-ttm.json"))?)?;
-    program_costs(&rec, lp.faults)
+    program_costs(&rec.program_costs, lp.faults)
 }
 
 /// The program-cost table; `ns_per_instruction` under icount (4 for shift 2), where a mean
@@ -81,16 +83,29 @@ pub fn render_program_costs(costs: &[ProgramCost], ns_per_instruction: Option<f6
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+
+    fn costs(of: &[(&str, u64, u64)]) -> BTreeMap<String, KernelCost> {
+        of.iter()
+            .map(|(name, runs, run_time_ns)| {
+                (
+                    name.to_string(),
+                    KernelCost {
+                        runs: *runs,
+                        run_time_ns: *run_time_ns,
+                    },
+                )
+            })
+            .collect()
+    }
 
     #[test]
     fn costs_are_per_fault_and_sorted_by_share() -> Result<()> {
-        let rec = json!({"program_costs": {
-            "ttm_fault_enter": {"runs": 1000, "run_time_ns": 4_000_000},
-            "site_trylock_ret": {"runs": 1000, "run_time_ns": 1_000_000},
-            "thread_exit": {"runs": 2, "run_time_ns": 6000},
-            "idle": {"runs": 0, "run_time_ns": 0},
-        }});
+        let rec = costs(&[
+            ("ttm_fault_enter", 1000, 4_000_000),
+            ("site_trylock_ret", 1000, 1_000_000),
+            ("thread_exit", 2, 6000),
+            ("idle", 0, 0),
+        ]);
         let costs = program_costs(&rec, 1000)?;
         let names: Vec<&str> = costs.iter().map(|c| c.program.as_str()).collect();
         assert_eq!(
@@ -110,9 +125,10 @@ mod tests {
 
     #[test]
     fn a_recording_without_costs_or_faults_is_refused() {
-        assert!(program_costs(&json!({}), 10).is_err());
-        let rec = json!({"program_costs": {"p": {"runs": 1}}});
-        assert!(program_costs(&rec, 10).is_err(), "missing run_time_ns");
-        assert!(program_costs(&json!({"program_costs": {}}), 0).is_err());
+        assert!(program_costs(&BTreeMap::new(), 10).is_err());
+        assert!(program_costs(&costs(&[("p", 1, 10)]), 0).is_err());
+        // A cost without its run time is not a cost.
+        let partial = serde_json::json!({"runs": 1});
+        assert!(serde_json::from_value::<KernelCost>(partial).is_err());
     }
 }

@@ -5,8 +5,8 @@
 use std::{collections::BTreeMap, fmt::Write as _, fs, path::Path};
 
 use anyhow::{Context, Result, bail, ensure};
+use probe_user::{recording::Recording, workload::throughput::ThroughputReport};
 use serde::Serialize;
-use serde_json::Value;
 
 mod costs;
 pub use costs::{ProgramCost, collect_program_costs, render_program_costs};
@@ -101,15 +101,16 @@ pub struct LoopResult {
     pub elapsed_s: f64,
 }
 
-pub fn parse_loop(v: &Value) -> Result<LoopResult> {
-    let ops_per_sec = v["ops_per_sec"]
-        .as_f64()
-        .filter(|x| x.is_finite() && *x > 0.0)
-        .context("no positive ops_per_sec in the loop report")?;
-    let faults = v["faults"]
-        .as_u64()
-        .context("no faults in the loop report")?;
-    let elapsed_s = v["elapsed_ns"].as_u64().unwrap_or(0) as f64 / 1e9;
+/// A loop's `ttmlat workload throughput --json` report, checked.
+pub fn parse_loop(v: &ThroughputReport) -> Result<LoopResult> {
+    let ops_per_sec = v.ops_per_sec;
+    ensure!(
+        ops_per_sec.is_finite() && ops_per_sec > 0.0,
+        "the loop report has no positive ops_per_sec ({ops_per_sec})"
+    );
+    let faults = u64::try_from(v.faults)
+        .with_context(|| format!("the loop report counts {} faults", v.faults))?;
+    let elapsed_s = v.elapsed_ns as f64 / 1e9;
     Ok(LoopResult {
         ops_per_sec,
         faults,
@@ -129,11 +130,8 @@ pub fn bpftrace_attempts(output: &str) -> u64 {
 }
 
 /// Sum of `counts.attempts` of a ttmlat recording.
-pub fn recording_attempts(rec: &Value) -> Result<u64> {
-    let map = rec["counts"]["attempts"]
-        .as_object()
-        .context("recording has no counts.attempts")?;
-    Ok(map.values().filter_map(Value::as_u64).sum())
+pub fn recording_attempts(rec: &Recording) -> u64 {
+    rec.counts.attempts.values().sum()
 }
 
 /// Throughput of every (round, observer, load).
@@ -438,8 +436,7 @@ pub fn collect(dir: &Path, rounds: u32) -> Result<(Measurements, String)> {
                 Observer::Hooks => {
                     // Following only pid 1: must have seen none of the loop's faults.
                     let path = dir.join(format!("r{round}-hooks.rec.json"));
-                    let rec = read_json(&path)?;
-                    let n = recording_attempts(&rec)?;
+                    let n = recording_attempts(&Recording::read(&path)?);
                     ensure!(
                         n == 0,
                         "round {round}: ttmlat --pid 1 recorded {n} attempts"
@@ -448,8 +445,7 @@ pub fn collect(dir: &Path, rounds: u32) -> Result<(Measurements, String)> {
                 }
                 Observer::Ttmlat => {
                     let path = dir.join(format!("r{round}-ttmlat.rec.json"));
-                    let rec = read_json(&path)?;
-                    recording_attempts(&rec)?
+                    recording_attempts(&Recording::read(&path)?)
                 }
                 Observer::Kprobes => {
                     let path = dir.join(format!("r{round}-kprobes.profile"));
@@ -486,7 +482,8 @@ fn read(path: &Path) -> Result<String> {
     fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
 
-fn read_json(path: &Path) -> Result<Value> {
+/// A report of a ttmlat command, into the type the binary wrote it from.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     serde_json::from_str(read(path)?.trim()).with_context(|| format!("parsing {}", path.display()))
 }
 
@@ -635,16 +632,29 @@ mod tests {
 
     #[test]
     fn loop_reports_need_positive_throughput() {
-        let ok = serde_json::json!({"ops_per_sec": 5.0, "faults": 3});
+        let report = |ops_per_sec, faults| ThroughputReport {
+            kind: probe_user::workload::throughput::Kind::Ttm,
+            pid: 7,
+            iterations: 1,
+            pages: 1,
+            faults,
+            elapsed_ns: 2_000_000_000,
+            ops_per_sec,
+        };
         assert_eq!(
-            parse_loop(&ok).ok(),
+            parse_loop(&report(5.0, 3)).ok(),
             Some(LoopResult {
                 ops_per_sec: 5.0,
                 faults: 3,
-                elapsed_s: 0.0
+                elapsed_s: 2.0
             })
         );
-        assert!(parse_loop(&serde_json::json!({"ops_per_sec": 0.0, "faults": 3})).is_err());
-        assert!(parse_loop(&serde_json::json!({"faults": 3})).is_err());
+        assert!(parse_loop(&report(0.0, 3)).is_err());
+        assert!(parse_loop(&report(f64::NAN, 3)).is_err());
+        assert!(parse_loop(&report(5.0, -1)).is_err());
+        // A report without a field is not a report.
+        assert!(
+            serde_json::from_value::<ThroughputReport>(serde_json::json!({"faults": 3})).is_err()
+        );
     }
 }
