@@ -438,9 +438,6 @@ pub mod loss {
         /// Words for the terminal report.
         pub words: &'static str,
         pub counter: Counter,
-        /// Present in every recording (ttmlat 0.1.0 wrote it); the others may be absent
-        /// from old recordings (unknown, not 0).
-        pub since_0_1: bool,
     }
 
     const fn ch(
@@ -448,14 +445,12 @@ pub mod loss {
         reason: &'static str,
         words: &'static str,
         counter: Counter,
-        since_0_1: bool,
     ) -> Channel {
         Channel {
             field,
             reason,
             words,
             counter,
-            since_0_1,
         }
     }
 
@@ -465,15 +460,15 @@ pub mod loss {
     /// The table, in report order.
     #[rustfmt::skip]
     pub const CHANNELS: [Channel; COUNT] = [
-        ch("ringbuf_drops", "ring_buffer_full", "ring buffer full", Counter::Probe(stat::RINGBUF_DROPS), true),
-        ch("retprobe_misses", "retprobe_missed", "return probes missed", Counter::ReturnProbes, true),
-        ch("kprobe_misses", "kprobe_missed", "kprobes missed", Counter::Kprobes, false),
-        ch("recursion_misses", "program_skipped", "programs skipped (recursion)", Counter::Programs, false),
-        ch("thread_map_full", "thread_map_full", "thread map full", Counter::Probe(stat::THREAD_MAP_FULL), true),
-        ch("watch_map_full", "watch_map_full", "mm watch map full", Counter::Probe(stat::WATCH_MAP_FULL), true),
-        ch("waiter_map_full", "waiter_map_full", "waiter map full", Counter::Probe(stat::WAITER_MAP_FULL), true),
-        ch("orphan_returns", "orphan_return", "orphan returns", Counter::Probe(stat::ORPHAN_RETURNS), true),
-        ch("read_faults", "read_fault", "kernel reads failed", Counter::Probe(stat::READ_FAULTS), true),
+        ch("ringbuf_drops", "ring_buffer_full", "ring buffer full", Counter::Probe(stat::RINGBUF_DROPS)),
+        ch("retprobe_misses", "retprobe_missed", "return probes missed", Counter::ReturnProbes),
+        ch("kprobe_misses", "kprobe_missed", "kprobes missed", Counter::Kprobes),
+        ch("recursion_misses", "program_skipped", "programs skipped (recursion)", Counter::Programs),
+        ch("thread_map_full", "thread_map_full", "thread map full", Counter::Probe(stat::THREAD_MAP_FULL)),
+        ch("watch_map_full", "watch_map_full", "mm watch map full", Counter::Probe(stat::WATCH_MAP_FULL)),
+        ch("waiter_map_full", "waiter_map_full", "waiter map full", Counter::Probe(stat::WAITER_MAP_FULL)),
+        ch("orphan_returns", "orphan_return", "orphan returns", Counter::Probe(stat::ORPHAN_RETURNS)),
+        ch("read_faults", "read_fault", "kernel reads failed", Counter::Probe(stat::READ_FAULTS)),
     ];
 
     // Every probe counter is a slot of STATS, and no two channels share one.

@@ -492,45 +492,6 @@ pub fn merge_problems(recs: &[Recording]) -> Vec<String> {
     out
 }
 
-/// Adds `v` into `acc`: numbers are summed, objects merged key by key.
-fn add_json(acc: &mut serde_json::Value, v: &serde_json::Value, what: &str) -> Result<()> {
-    use serde_json::Value;
-    match (acc, v) {
-        (Value::Object(a), Value::Object(b)) => {
-            for (k, x) in b {
-                match a.get_mut(k) {
-                    Some(y) => add_json(y, x, k)?,
-                    None => {
-                        a.insert(k.clone(), x.clone());
-                    }
-                }
-            }
-        }
-        (a @ Value::Number(_), Value::Number(b)) => {
-            let sum = a
-                .as_u64()
-                .zip(b.as_u64())
-                .and_then(|(x, y)| x.checked_add(y))
-                .with_context(|| format!("{what}: cannot add {a} and {b}"))?;
-            *a = sum.into();
-        }
-        (a, b) => bail!("{what}: cannot add {a} and {b}"),
-    }
-    Ok(())
-}
-
-/// Sums every numeric field of `items` (nested objects key by key).
-fn sum_fields<'a, T>(items: impl IntoIterator<Item = &'a T>, what: &str) -> Result<T>
-where
-    T: Serialize + serde::de::DeserializeOwned + 'a,
-{
-    let mut acc = serde_json::Value::Object(Default::default());
-    for item in items {
-        add_json(&mut acc, &serde_json::to_value(item)?, what)?;
-    }
-    serde_json::from_value(acc).with_context(|| format!("summing {what}"))
-}
-
 /// Merges recordings through the aggregation's own merge (`Aggregate::merge`): counts,
 /// histograms, per-process totals, holders and waiters as a live session adds its intervals
 /// (with the same bounds); lost-data counters are summed, repetitions added, bench runs concatenated. Recordings of different
@@ -601,10 +562,11 @@ pub fn merge(recs: &[Recording], force: bool) -> Result<(Recording, Vec<String>)
             .skip(1)
             .fold(first.probe_stats, |acc, r| acc.plus(&r.probe_stats)),
         recs.iter().map(|r| r.undecodable_records).sum(),
-        sum_fields(
-            recs.iter().map(|r| &r.state_entries_at_end),
-            "state_entries_at_end",
-        )?,
+        recs.iter()
+            .skip(1)
+            .fold(first.state_entries_at_end, |acc, r| {
+                crate::loader::StateEntries::plus(acc, r.state_entries_at_end)
+            }),
     )?;
     merged.holder_stacks = holder_stacks;
     merged.read_errors = recs.iter().flat_map(|r| r.read_errors.clone()).collect();
@@ -659,10 +621,10 @@ mod tests {
             ..Meta::default()
         };
         let stats = ProbeStats {
-            ringbuf_drops: 1,
-            ..ProbeStats::default()
+            ringbuf_drops: Some(1),
+            ..ProbeStats::zero()
         };
-        let mut r = Recording::from_aggregate(meta, &agg, stats, 0, StateEntries::default())
+        let mut r = Recording::from_aggregate(meta, &agg, stats, 0, Some(StateEntries::default()))
             .expect("recording");
         r.bench = Some(BenchInfo {
             stress_args: vec!["--json".into()],
@@ -684,7 +646,7 @@ mod tests {
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(m.repetitions, 2);
         assert_eq!(m.counts.episodes.get("retry"), Some(&5));
-        assert_eq!(m.probe_stats.ringbuf_drops, 2);
+        assert_eq!(m.probe_stats.ringbuf_drops, Some(2));
         let h = &m.histograms[0];
         assert_eq!(
             (h.metric.as_str(), h.class.as_str()),

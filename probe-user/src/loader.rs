@@ -402,8 +402,9 @@ impl Probes {
         m
     }
 
-    /// Sums of the per-CPU counters.
-    pub fn stats(&self) -> Result<ProbeStats> {
+    /// Every loss channel; a channel that cannot be read is unknown, with the error in the
+    /// second value. Only a missing `STATS` map fails the whole read.
+    pub fn stats(&self) -> Result<(ProbeStats, Vec<anyhow::Error>)> {
         let map = self
             .ebpf
             .map(names::STATS)
@@ -416,12 +417,12 @@ impl Probes {
                 .iter()
                 .sum())
         };
-        ProbeStats::read(|counter| match counter {
+        Ok(ProbeStats::read(|counter| match counter {
             Counter::Probe(slot) => sum(slot).map(Some),
             Counter::ReturnProbes => self.trace_probe_misses(true).map(Some),
             Counter::Kprobes => self.trace_probe_misses(false).map(Some),
-            Counter::Programs => Ok(self.recursion_misses()),
-        })
+            Counter::Programs => self.recursion_misses(),
+        }))
     }
 
     /// `nmissed` of ttmlat's return (or entry and call-site) tracefs probes, summed. A probe
@@ -439,7 +440,12 @@ impl Probes {
     pub fn skipped_programs(&self) -> std::collections::BTreeMap<String, u64> {
         let mut out = std::collections::BTreeMap::new();
         for (name, fd) in self.program_fds() {
-            if let Some(n) = prog_fdinfo::recursion_misses(fd).filter(|n| *n > 0) {
+            // Unreadable fdinfo: the stats read says so (`recursion_misses` unknown).
+            if let Some(n) = prog_fdinfo::recursion_misses(fd)
+                .ok()
+                .flatten()
+                .filter(|n| *n > 0)
+            {
                 *out.entry(name).or_insert(0) += n;
             }
         }
@@ -477,15 +483,26 @@ impl Probes {
     }
 
     /// Sum of `recursion_misses` over the loaded programs; `None` if the kernel reports it
-    /// for none of them (before 5.12).
-    fn recursion_misses(&self) -> Option<u64> {
-        let mut total = None;
-        for (_, fd) in self.program_fds() {
-            if let Some(n) = prog_fdinfo::recursion_misses(fd) {
-                total = Some(total.unwrap_or(0) + n);
-            }
+    /// for none of them (before 5.12). An unreadable fdinfo, or a kernel that reports it for
+    /// some programs only, is an error: a partial sum would undercount.
+    fn recursion_misses(&self) -> Result<Option<u64>> {
+        let mut counts = Vec::new();
+        for (name, fd) in self.program_fds() {
+            counts.push((name, prog_fdinfo::recursion_misses(fd)?));
         }
-        total
+        let known: Vec<u64> = counts.iter().filter_map(|(_, n)| *n).collect();
+        if known.is_empty() {
+            return Ok(None);
+        }
+        if known.len() < counts.len() {
+            let missing: Vec<&str> = counts
+                .iter()
+                .filter(|(_, n)| n.is_none())
+                .map(|(name, _)| name.as_str())
+                .collect();
+            anyhow::bail!("fdinfo has no recursion_misses for {}", missing.join(", "));
+        }
+        Ok(Some(known.iter().sum()))
     }
 
     /// The quiet-episode counts (`QUIET`), summed over CPUs: cumulative since load. A key
@@ -550,6 +567,18 @@ pub struct StateEntries {
     pub threads: usize,
     pub waiters: usize,
     pub mm_watches: usize,
+}
+
+impl StateEntries {
+    /// Both sessions' entries (merged recordings); unknown if either is.
+    pub fn plus(a: Option<Self>, b: Option<Self>) -> Option<Self> {
+        let (a, b) = (a?, b?);
+        Some(Self {
+            threads: a.threads + b.threads,
+            waiters: a.waiters + b.waiters,
+            mm_watches: a.mm_watches + b.mm_watches,
+        })
+    }
 }
 
 #[cfg(test)]

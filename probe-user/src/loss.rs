@@ -2,18 +2,27 @@
 //! (probe-common's [`CHANNELS`], which also numbers the probes' own counters) that
 //! [`ProbeStats`], the report, `/metrics`, `compare`, `merge` and the lab tests derive from.
 
-/// Counters of what the probes could not do, always shown.
+/// Counters of what the probes could not do, always shown. `None`: unknown — the kernel
+/// does not report the channel, a read of it failed (the session's `read_errors` say why), or
+/// an old recording did not carry it. Never 0 for "could not tell".
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProbeStats {
-    pub ringbuf_drops: u64,
-    pub thread_map_full: u64,
-    pub orphan_returns: u64,
-    pub watch_map_full: u64,
-    pub waiter_map_full: u64,
-    pub read_faults: u64,
-    pub retprobe_misses: u64,
+    #[serde(default)]
+    pub ringbuf_drops: Option<u64>,
+    #[serde(default)]
+    pub thread_map_full: Option<u64>,
+    #[serde(default)]
+    pub orphan_returns: Option<u64>,
+    #[serde(default)]
+    pub watch_map_full: Option<u64>,
+    #[serde(default)]
+    pub waiter_map_full: Option<u64>,
+    #[serde(default)]
+    pub read_faults: Option<u64>,
+    #[serde(default)]
+    pub retprobe_misses: Option<u64>,
     /// Hits of ttmlat's tracefs kprobes (call sites) that the kernel did not run the program
-    /// for (`kprobe_profile` nmissed). Absent (unknown) in recordings before 0.2.
+    /// for (`kprobe_profile` nmissed). Absent in recordings before 0.2.
     #[serde(default)]
     pub kprobe_misses: Option<u64>,
     /// Runs of ttmlat's programs that the kernel skipped because a program was already
@@ -31,7 +40,7 @@ pub struct LossChannel {
     pub field: &'static str,
     pub reason: &'static str,
     pub words: &'static str,
-    /// `None`: this kernel does not report it (or an old recording did not say).
+    /// `None`: unknown (see [`ProbeStats`]).
     pub value: Option<u64>,
 }
 
@@ -43,46 +52,52 @@ impl ProbeStats {
     /// [`Self::from_values`] is its inverse, and a test checks both against serde's names).
     pub fn values(&self) -> [Option<u64>; COUNT] {
         [
-            Some(self.ringbuf_drops),
-            Some(self.retprobe_misses),
+            self.ringbuf_drops,
+            self.retprobe_misses,
             self.kprobe_misses,
             self.recursion_misses,
-            Some(self.thread_map_full),
-            Some(self.watch_map_full),
-            Some(self.waiter_map_full),
-            Some(self.orphan_returns),
-            Some(self.read_faults),
+            self.thread_map_full,
+            self.watch_map_full,
+            self.waiter_map_full,
+            self.orphan_returns,
+            self.read_faults,
         ]
     }
 
-    /// Stats from values in the order of [`CHANNELS`]. A channel that recordings have always
-    /// carried must have a value: an unknown one is an error, never a 0.
-    pub fn from_values(v: [Option<u64>; COUNT]) -> Result<Self, String> {
-        let known = |i: usize| {
-            v[i].ok_or_else(|| format!("the kernel gave no count for {}", CHANNELS[i].field))
-        };
-        Ok(ProbeStats {
-            ringbuf_drops: known(0)?,
-            retprobe_misses: known(1)?,
+    /// Stats from values in the order of [`CHANNELS`].
+    pub fn from_values(v: [Option<u64>; COUNT]) -> Self {
+        ProbeStats {
+            ringbuf_drops: v[0],
+            retprobe_misses: v[1],
             kprobe_misses: v[2],
             recursion_misses: v[3],
-            thread_map_full: known(4)?,
-            watch_map_full: known(5)?,
-            waiter_map_full: known(6)?,
-            orphan_returns: known(7)?,
-            read_faults: known(8)?,
-        })
+            thread_map_full: v[4],
+            watch_map_full: v[5],
+            waiter_map_full: v[6],
+            orphan_returns: v[7],
+            read_faults: v[8],
+        }
     }
 
-    /// Reads every channel from where the kernel counts it ([`Counter`]).
+    /// Every channel known and 0 (tests, and a kernel that reports them all).
+    pub fn zero() -> Self {
+        Self::from_values([Some(0); COUNT])
+    }
+
+    /// Reads every channel from where the kernel counts it ([`Counter`]). A channel whose
+    /// read fails is unknown, and the error says why; the others are still read.
     pub fn read(
         mut count: impl FnMut(Counter) -> anyhow::Result<Option<u64>>,
-    ) -> anyhow::Result<Self> {
+    ) -> (Self, Vec<anyhow::Error>) {
         let mut v = [None; COUNT];
+        let mut errors = Vec::new();
         for (slot, c) in v.iter_mut().zip(CHANNELS) {
-            *slot = count(c.counter)?;
+            match count(c.counter) {
+                Ok(n) => *slot = n,
+                Err(e) => errors.push(e.context(format!("loss channel {} is unknown", c.field))),
+            }
         }
-        Self::from_values(v).map_err(anyhow::Error::msg)
+        (Self::from_values(v), errors)
     }
 
     /// Every loss channel with its value: the report, `/metrics`, `compare` and the lab
@@ -101,9 +116,16 @@ impl ProbeStats {
     /// stays unknown.
     pub fn plus(&self, o: &ProbeStats) -> ProbeStats {
         let (a, b) = (self.values(), o.values());
-        let sum = std::array::from_fn(|i| a[i].zip(b[i]).map(|(x, y)| x + y));
-        // Channels recordings always carry are known on both sides.
-        Self::from_values(sum).unwrap_or(*self)
+        Self::from_values(std::array::from_fn(|i| a[i].zip(b[i]).map(|(x, y)| x + y)))
+    }
+
+    /// The channels whose value is unknown, by field name.
+    pub fn unknown(&self) -> Vec<&'static str> {
+        self.channels()
+            .iter()
+            .filter(|c| c.value.is_none())
+            .map(|c| c.field)
+            .collect()
     }
 
     /// Sum of every channel the kernel reports.
@@ -118,17 +140,7 @@ mod tests {
 
     #[test]
     fn every_channel_is_in_the_table_once() {
-        let s = ProbeStats {
-            ringbuf_drops: 1,
-            thread_map_full: 2,
-            orphan_returns: 3,
-            watch_map_full: 4,
-            waiter_map_full: 5,
-            read_faults: 6,
-            retprobe_misses: 7,
-            kprobe_misses: Some(8),
-            recursion_misses: Some(9),
-        };
+        let s = ProbeStats::from_values(std::array::from_fn(|i| Some(i as u64 + 1)));
         let ch = s.channels();
         assert_eq!(s.total(), 45);
         // Every field of the serialized struct is a channel, and the other way round.
@@ -142,40 +154,34 @@ mod tests {
         reasons.sort_unstable();
         reasons.dedup();
         assert_eq!(reasons.len(), ch.len());
-        assert_eq!(ProbeStats::from_values(s.values()), Ok(s));
+        assert_eq!(ProbeStats::from_values(s.values()), s);
     }
 
-    /// A channel every recording carries cannot be missing (from a recording or from the
-    /// kernel); the others are unknown when absent, not 0.
+    /// A channel a recording does not carry (0.1 had no kprobe or recursion counts) or that
+    /// the kernel could not be read for is unknown, not 0, and does not add to a sum.
     #[test]
-    fn channels_since_0_1_are_required_the_others_unknown_when_absent() {
-        let full = serde_json::to_value(ProbeStats::default()).expect("serializes");
-        for c in CHANNELS {
+    fn absent_or_unreadable_channels_are_unknown() {
+        let full = serde_json::to_value(ProbeStats::zero()).expect("serializes");
+        for (i, c) in CHANNELS.iter().enumerate() {
             let mut v = full.clone();
             v.as_object_mut().expect("an object").remove(c.field);
-            let parsed = serde_json::from_value::<ProbeStats>(v);
-            if c.since_0_1 {
-                assert!(parsed.is_err(), "{} may not be missing", c.field);
-            } else {
-                let i = CHANNELS.iter().position(|x| x == &c).expect("in the table");
-                assert_eq!(parsed.expect("parses").values()[i], None, "{}", c.field);
-            }
-            let mut values = ProbeStats::default().values();
-            let i = CHANNELS.iter().position(|x| x == &c).expect("in the table");
-            values[i] = None;
-            assert_eq!(ProbeStats::from_values(values).is_err(), c.since_0_1);
+            let parsed: ProbeStats = serde_json::from_value(v).expect("parses");
+            assert_eq!(parsed.values()[i], None, "{}", c.field);
+            assert_eq!(parsed.unknown(), [c.field]);
+            assert_eq!(parsed.plus(&ProbeStats::zero()).values()[i], None);
         }
-        let read = ProbeStats::read(|counter| {
-            Ok(match counter {
-                Counter::Probe(slot) => Some(u64::from(slot) + 10),
-                Counter::ReturnProbes => Some(1),
-                Counter::Kprobes => Some(2),
-                Counter::Programs => None,
-            })
-        })
-        .expect("reads");
-        assert_eq!(read.ringbuf_drops, 10);
-        assert_eq!(read.read_faults, 15);
+        let (read, errors) = ProbeStats::read(|counter| match counter {
+            Counter::Probe(slot) => Ok(Some(u64::from(slot) + 10)),
+            Counter::ReturnProbes => anyhow::bail!("kprobe_profile: EACCES"),
+            Counter::Kprobes => Ok(Some(2)),
+            Counter::Programs => Ok(None),
+        });
+        assert_eq!(read.ringbuf_drops, Some(10));
+        assert_eq!(read.read_faults, Some(15));
+        assert_eq!(read.kprobe_misses, Some(2));
+        assert_eq!(read.retprobe_misses, None);
         assert_eq!(read.recursion_misses, None);
+        assert_eq!(errors.len(), 1);
+        assert!(format!("{:#}", errors[0]).contains("retprobe_misses"));
     }
 }

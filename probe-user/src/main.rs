@@ -278,7 +278,7 @@ fn live_json(agg: &aggregate::Aggregate, stats: &loader::ProbeStats) -> Result<S
         agg,
         *stats,
         0,
-        loader::StateEntries::default(),
+        Some(loader::StateEntries::default()),
     )?;
     let value = serde_json::json!({
         "counts": rec.counts,

@@ -42,8 +42,12 @@ impl ProgramCost {
 }
 
 /// `recursion_misses` of a program; `None` where the kernel does not report it (< 5.12).
-pub fn recursion_misses(fd: BorrowedFd<'_>) -> Option<u64> {
-    field(&read(fd)?, "recursion_misses")
+/// An unreadable fdinfo is an error, not "not reported".
+pub fn recursion_misses(fd: BorrowedFd<'_>) -> anyhow::Result<Option<u64>> {
+    use anyhow::Context;
+    let path = format!("/proc/self/fdinfo/{}", fd.as_raw_fd());
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    Ok(field(&text, "recursion_misses"))
 }
 
 /// `run_cnt` and `run_time_ns` of a program; `None` if the kernel does not report them.

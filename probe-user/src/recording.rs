@@ -114,8 +114,9 @@ pub struct Recording {
     pub probe_stats: ProbeStats,
     /// Ring-buffer records userspace could not decode.
     pub undecodable_records: u64,
-    /// Entries left in the probes' state maps at the end (should be 0 when idle).
-    pub state_entries_at_end: StateEntries,
+    /// Entries left in the probes' state maps at the end (should be 0 when idle); null when
+    /// the maps could not be read (`read_errors` says why).
+    pub state_entries_at_end: Option<StateEntries>,
     pub counts: Counts,
     /// Per process (tgid; 0 = processes beyond the cap).
     pub processes: BTreeMap<u32, ProcessEntry>,
@@ -186,7 +187,7 @@ impl Recording {
         agg: &Aggregate,
         probe_stats: ProbeStats,
         undecodable_records: u64,
-        state_entries_at_end: StateEntries,
+        state_entries_at_end: Option<StateEntries>,
     ) -> Result<Self> {
         let mut histograms = Vec::new();
         for ((metric, class), h) in &agg.histograms {
@@ -423,9 +424,9 @@ mod tests {
         Recording::from_aggregate(
             Meta::default(),
             &agg,
-            ProbeStats::default(),
+            ProbeStats::zero(),
             0,
-            StateEntries::default(),
+            Some(StateEntries::default()),
         )
         .expect("recording")
     }
@@ -533,9 +534,9 @@ mod parser_properties {
         let rec = Recording::from_aggregate(
             Meta::default(),
             &agg,
-            ProbeStats::default(),
+            ProbeStats::zero(),
             0,
-            StateEntries::default(),
+            Some(StateEntries::default()),
         )
         .expect("recording");
         serde_json::to_vec(&rec).expect("json")

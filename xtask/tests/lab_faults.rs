@@ -52,10 +52,10 @@ sleep 1
     );
     let run = run_script("6.1", TtmVariant::Blocking, &body)?;
     let rec = read_recording(&run, "rec.json")?;
-    let (threads, waiters) = (
-        rec.state_entries_at_end.threads,
-        rec.state_entries_at_end.waiters,
-    );
+    let entries = rec
+        .state_entries_at_end
+        .context("the recording could not read the state maps at the end")?;
+    let (threads, waiters) = (entries.threads, entries.waiters);
     eprintln!(
         "after SIGKILL: episodes {:?} abandoned {} threads {threads} waiters {waiters}; wchan: {}",
         rec.counts.episodes,
@@ -95,7 +95,10 @@ for p in $PIDS; do wait $p; done
     );
     let run = run_script("6.12", TtmVariant::Stock, &body)?;
     let rec = read_recording(&run, "rec.json")?;
-    let drops = rec.probe_stats.ringbuf_drops;
+    let drops = rec
+        .probe_stats
+        .ringbuf_drops
+        .context("the recording does not know its ring buffer drops")?;
     let summary = std::fs::read_to_string(run.out_dir.join("rec.txt"))?;
     eprintln!(
         "ring buffer drops {drops}; episodes recorded {:?}",
@@ -646,7 +649,7 @@ step done
         total(&rec.counts.episodes)
     );
     eprintln!(
-        "attempts: /metrics {} {m_attempts:?}, serve's recording {}, ttmlat record {}; lost events {lost}, ring buffer drops serve {} record {}",
+        "attempts: /metrics {} {m_attempts:?}, serve's recording {}, ttmlat record {}; lost events {lost}, ring buffer drops serve {:?} record {:?}",
         total(&m_attempts),
         total(&serve_rec.counts.attempts),
         total(&rec.counts.attempts),

@@ -56,8 +56,9 @@ pub struct Lost {
 }
 
 impl Lost {
+    /// Something was lost, or a channel is unknown (so "0" cannot be said).
     pub fn any(&self) -> bool {
-        self.probes.total() + self.undecodable_records > 0
+        self.probes.total() + self.undecodable_records > 0 || !self.probes.unknown().is_empty()
     }
 
     /// "ring buffer full 1, …" of the channels that lost something.
@@ -71,6 +72,10 @@ impl Lost {
             .collect();
         if self.undecodable_records > 0 {
             parts.push(format!("undecodable {}", self.undecodable_records));
+        }
+        let unknown = self.probes.unknown();
+        if !unknown.is_empty() {
+            parts.push(format!("unknown: {}", unknown.join(" ")));
         }
         parts.join(", ")
     }

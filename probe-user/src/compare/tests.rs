@@ -71,9 +71,9 @@ fn recording(r: &Rec) -> Recording {
     Recording::from_aggregate(
         meta,
         &agg,
-        ProbeStats::default(),
+        ProbeStats::zero(),
         0,
-        StateEntries::default(),
+        Some(StateEntries::default()),
     )
     .expect("recording")
 }

@@ -259,12 +259,12 @@ pub struct Feeder {
 
 impl Feeder {
     pub fn new(metrics: std::sync::Arc<Metrics>, by_comm: bool, max_comms: usize) -> Self {
-        // Every reason is exported from the start, at 0: "nothing lost" is a statement.
-        for reason in lost_reasons() {
-            let _ = metrics
-                .lost
-                .get_or_create(&vec![("reason", reason.to_string())]);
-        }
+        // Undecodable records are userspace's own count: exported from the start, at 0
+        // ("nothing lost" is a statement). The kernel's channels appear with the first read
+        // of them (`stats`), so that a channel this kernel does not report is never a 0.
+        let _ = metrics
+            .lost
+            .get_or_create(&vec![("reason", "undecodable".to_string())]);
         Self {
             metrics,
             by_comm,
@@ -398,6 +398,8 @@ impl Feeder {
             let labels = vec![("reason", c.reason.to_string())];
             let Some(now) = c.value else {
                 self.metrics.lost.remove(&labels);
+                // Re-created from 0 with the cumulative count when the channel is read again.
+                self.last_stats[i] = 0;
                 continue;
             };
             let delta = now.saturating_sub(self.last_stats[i]);

@@ -191,11 +191,9 @@ fn fed(by_comm: bool, max_comms: usize, name: &[u8]) -> (Arc<Metrics>, Feeder) {
     feeder.undecodable();
     // A kernel that reports every channel (5.12+).
     feeder.stats(&ProbeStats {
-        ringbuf_drops: 3,
-        retprobe_misses: 1,
-        kprobe_misses: Some(0),
-        recursion_misses: Some(0),
-        ..ProbeStats::default()
+        ringbuf_drops: Some(3),
+        retprobe_misses: Some(1),
+        ..ProbeStats::zero()
     });
     (metrics, feeder)
 }
@@ -266,9 +264,9 @@ fn promtool_accepts_the_text_exposition() {
 fn lost_counters_only_grow_by_the_polled_difference() {
     let (metrics, mut feeder) = fed(false, 32, b"x");
     let s = ProbeStats {
-        ringbuf_drops: 10,
-        retprobe_misses: 1,
-        ..ProbeStats::default()
+        ringbuf_drops: Some(10),
+        retprobe_misses: Some(1),
+        ..ProbeStats::zero()
     };
     feeder.stats(&s);
     feeder.stats(&s);
@@ -285,11 +283,7 @@ fn lost_counters_only_grow_by_the_polled_difference() {
 #[test]
 fn a_channel_the_kernel_does_not_report_has_no_series() {
     let (metrics, mut feeder) = fed(false, 32, b"x");
-    let reported = ProbeStats {
-        recursion_misses: Some(0),
-        kprobe_misses: Some(0),
-        ..ProbeStats::default()
-    };
+    let reported = ProbeStats::zero();
     feeder.stats(&reported);
     assert!(text(&metrics).contains("reason=\"program_skipped\"} 0\n"));
     feeder.stats(&ProbeStats {

@@ -29,7 +29,8 @@ pub struct Outcome {
     /// Map reads that failed (the figures they would have given are missing, not zero).
     pub read_errors: Vec<String>,
     pub undecodable: u64,
-    pub state_entries_at_end: StateEntries,
+    /// `None`: the maps could not be read at the end (said in `read_errors`).
+    pub state_entries_at_end: Option<StateEntries>,
     /// Programs the kernel skipped at least once (recursion), by name.
     pub skipped_programs: std::collections::BTreeMap<String, u64>,
     /// `--program-costs`: each program's runs and run time, by name.
@@ -255,7 +256,6 @@ pub async fn run_with_sink(
     let mut quiet = QuietReader::default();
     let mut drains = 0u32;
     let mut errors = ReadErrors::default();
-    let mut last_stats = ProbeStats::default();
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -280,12 +280,8 @@ pub async fn run_with_sink(
                 if let Err(e) = quiet.read(&probes, sink, &mut current, &mut undecodable) {
                     errors.note(e);
                 }
-                match probes.stats() {
-                    Ok(s) => last_stats = s,
-                    Err(e) => errors.note(e),
-                }
+                let stats = read_stats(&probes, &mut errors);
                 let interval_agg = current.take_interval();
-                let stats = last_stats;
                 on_interval(&interval_agg, &stats);
                 total
                     .merge(&interval_agg)
@@ -301,17 +297,11 @@ pub async fn run_with_sink(
     total
         .merge(&current.take_interval())
         .context("adding the last interval to the session's total")?;
-    let stats = match probes.stats() {
-        Ok(s) => s,
-        Err(e) => {
-            errors.note(e.context("the loss counters below are from the last good read"));
-            last_stats
-        }
-    };
-    let state_entries_at_end = probes.state_entries().unwrap_or_else(|e| {
-        errors.note(e.context("state entries at the end"));
-        StateEntries::default()
-    });
+    let stats = read_stats(&probes, &mut errors);
+    let state_entries_at_end = probes
+        .state_entries()
+        .map_err(|e| errors.note(e.context("state entries at the end")))
+        .ok();
     let holder_stacks = if args.holder_stack {
         symbolize_stacks(&probes, &total)?
     } else {
@@ -388,6 +378,23 @@ impl ReadErrors {
         log::warn!("{text}");
         if self.0.len() < Self::MAX && !self.0.contains(&text) {
             self.0.push(text);
+        }
+    }
+}
+
+/// Every loss channel now; a channel that cannot be read is unknown (`None`) and its error
+/// noted, so no report or recording shows a 0 it did not read.
+fn read_stats(probes: &Probes, errors: &mut ReadErrors) -> ProbeStats {
+    match probes.stats() {
+        Ok((stats, failed)) => {
+            for e in failed {
+                errors.note(e);
+            }
+            stats
+        }
+        Err(e) => {
+            errors.note(e.context("no loss channel could be read"));
+            ProbeStats::default()
         }
     }
 }
