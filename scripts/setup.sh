@@ -106,6 +106,9 @@ fi
 
 # 4. kernels, manifest, headers, blocking ttm.ko, initramfs ----------------
 cd "$REPO"
+# xtask reads what ttmlat writes through probe-user's types, so building it builds the eBPF
+# object too: bpf-linker must be on PATH from here on.
+export PATH=$TOOLS/bin:$PATH
 cargo run --quiet --package xtask -- prepare-lab $REFRESH
 
 log "done in $((SECONDS - T0)) s (bpf-linker: $BPF_LINKER)"
