@@ -282,7 +282,7 @@ pub mod attempt_flag {
 /// One attempt (one call of a TTM fault handler, or of `ttm_bo_vm_access`). Times are
 /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) nanoseconds.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AttemptEvent {
     pub kind: u32,
     /// Bit set of [`attempt_flag`].
@@ -341,16 +341,34 @@ pub struct AttemptEvent {
     /// `STACKS` id of the holder's kernel stack when it released the reservation we waited
     /// for (`--holder-stack`), or -1.
     pub holder_stack_id: i32,
+    /// Thread that released the reservation the last wait ended on (`--holder-stack`; 0:
+    /// not seen).
+    pub release_tid: u32,
+    /// The attempt's last reservation wait: start and end (0: no wait). With `waits` > 1 the
+    /// earlier ones are only in the sums.
+    pub wait_start_ns: u64,
+    pub wait_end_ns: u64,
+    /// When the holder released the reservation the last wait ended on (`--holder-stack`;
+    /// 0: not seen).
+    pub release_ns: u64,
+    /// `&mm->mmap_lock` of the faulting mm: the lock [`WaiterEvent::mm_lock`] names.
+    pub mm_lock: u64,
+    /// Process of [`Self::release_tid`].
+    pub release_tgid: u32,
     pub _pad: u32,
 }
 
-/// The last release of a reservation a TTM fault waited for (`RELEASES`, keyed by lock).
+/// The last release of a reservation while TTM faults waited for it (`RELEASES`, keyed by
+/// lock): at a wait's end, the release that handed the reservation on.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HolderRelease {
     pub released_ns: u64,
     pub stack_id: i32,
+    /// The releasing thread and its process.
     pub tid: u32,
+    pub tgid: u32,
+    pub _pad: u32,
 }
 
 /// A task that waited for an mmap_lock of an mm in which a TTM fault was in progress.
@@ -558,6 +576,12 @@ pub struct ThreadState {
     /// faults do not look the watch up again for the next `watch_check` episodes. Kept
     /// across episodes.
     pub watched_lock: u64,
+    /// End of the current attempt's last reservation wait (see [`AttemptEvent`]).
+    pub wait_end_ns: u64,
+    /// Release that ended it (`--holder-stack`): when, and by which thread of which process.
+    pub release_ns: u64,
+    pub release_tid: u32,
+    pub release_tgid: u32,
 }
 
 // The probes store and load these 16-byte names as two 8-byte words (probe-ebpf `mem`):
@@ -726,16 +750,16 @@ mod tests {
         assert_eq!(size_of::<ProbeConfig>(), 64 + 4 + 4 + 16 + 4 + 4 + 8 + 8);
         assert_eq!(
             size_of::<AttemptEvent>(),
-            4 * 4 + 13 * 8 + 4 * 4 + 3 * 2 + 2 + 2 * 4 + 3 * 16 + 8
+            4 * 4 + 13 * 8 + 4 * 4 + 3 * 2 + 2 + 2 * 4 + 3 * 16 + 8 + 4 * 8 + 2 * 4
         );
         assert_eq!(size_of::<WaiterEvent>(), 4 * 4 + 4 * 8 + 16);
         assert_eq!(size_of::<AbandonedEvent>(), 4 * 4 + 5 * 8 + 16);
         assert_eq!(size_of::<WaiterState>(), 6 * 8 + 2 * 4);
         assert_eq!(size_of::<MmWatch>(), 5 * 8);
-        assert_eq!(size_of::<HolderRelease>(), 16);
+        assert_eq!(size_of::<HolderRelease>(), 24);
         assert_eq!(
             size_of::<ThreadState>(),
-            17 * 8 + 9 * 4 + 3 * 2 + 2 + 2 * 4 + 2 * 16 + 4 + 8 + 2 * 4 + 8
+            17 * 8 + 9 * 4 + 3 * 2 + 2 + 2 * 4 + 2 * 16 + 4 + 8 + 2 * 4 + 8 + 2 * 8 + 2 * 4
         );
     }
 

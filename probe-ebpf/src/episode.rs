@@ -304,6 +304,10 @@ fn reset_attempt(st: &mut ThreadState) {
     put(&mut st.flags, 0);
     put(&mut st.resv, 0);
     put(&mut st.wait_start_ns, 0);
+    put(&mut st.wait_end_ns, 0);
+    put(&mut st.release_ns, 0);
+    put(&mut st.release_tid, 0);
+    put(&mut st.release_tgid, 0);
     put(&mut st.fence_drop_ns, 0);
     put(&mut st.wait_held_ns, 0);
     put(&mut st.wait_dropped_ns, 0);
@@ -416,7 +420,17 @@ pub fn wait_enter(lock: u64, seen: Seen) {
         st.flags |= attempt_flag::HOLDER_KNOWN;
     }
     if config!(flags) & probe_common::config_flag::HOLDER_STACKS != 0 {
-        let _ = CONTENDED.insert(lock, 1u64, 0);
+        // Waiters of this lock: its releases are recorded while there is one, so each
+        // waiter finds the release that handed the lock on, not only the first holder's.
+        // (A plain update: two CPUs registering at the same instant may miss one count,
+        // which ends the recording early for the other; `--holder-stack` only.)
+        match CONTENDED.get_ptr_mut(lock) {
+            // SAFETY: valid map value pointer.
+            Some(n) => unsafe { *n += 1 },
+            None => {
+                let _ = CONTENDED.insert(lock, 1u64, 0);
+            }
+        }
     }
     let held = decide::wait_is_held(st.flags);
     st.wait_is_held = held as u32;
@@ -443,17 +457,27 @@ pub fn wait_exit(ret: i32) {
 fn wait_exit_inner(st: &mut ThreadState, now: u64, ret: i32) {
     let took = now.saturating_sub(st.wait_start_ns);
     if config!(flags) & probe_common::config_flag::HOLDER_STACKS != 0 {
-        let _ = CONTENDED.remove(st.resv);
+        match CONTENDED.get_ptr_mut(st.resv) {
+            // SAFETY: valid map value pointer.
+            Some(n) if unsafe { *n } > 1 => unsafe { *n -= 1 },
+            _ => {
+                let _ = CONTENDED.remove(st.resv);
+            }
+        }
         if let Some(rel) = RELEASES.get_ptr(st.resv) {
             // SAFETY: valid map value pointer.
             let rel = unsafe { *rel };
             if rel.released_ns >= st.wait_start_ns {
                 st.holder_stack_id = rel.stack_id;
+                st.release_ns = rel.released_ns;
+                st.release_tid = rel.tid;
+                st.release_tgid = rel.tgid;
             }
         }
     }
     st.in_wait = 0;
     st.wait_ret = ret;
+    st.wait_end_ns = now;
     if st.wait_is_held != 0 {
         st.wait_held_ns += took;
         st.flags |= attempt_flag::WAITED_HELD;
@@ -564,6 +588,12 @@ fn emit_attempt<R: kernel::Read>(
     set_name(&mut e.comm, R::current_comm());
     set_name(&mut e.driver, get_name(&st.driver));
     e.holder_stack_id = st.holder_stack_id;
+    e.release_tid = st.release_tid;
+    e.release_tgid = st.release_tgid;
+    e.wait_start_ns = st.wait_start_ns;
+    e.wait_end_ns = st.wait_end_ns;
+    e.release_ns = st.release_ns;
+    e.mm_lock = st.mm_lock;
     entry.submit(crate::maps::submit_flags());
 }
 

@@ -135,10 +135,13 @@ pub fn resv_unlock_enter(ctx: ProbeContext) -> u32 {
         return 0;
     }
     let stack_id = ctx.get_stackid(&STACKS, 0).map_or(-1, |id| id as i32);
+    let who = episode::current();
     let release = HolderRelease {
         released_ns: kernel::now(),
         stack_id,
-        tid: episode::current().tid,
+        tid: who.tid,
+        tgid: who.tgid,
+        _pad: 0,
     };
     let _ = RELEASES.insert(lock, release, 0);
     0

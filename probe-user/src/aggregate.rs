@@ -547,7 +547,7 @@ mod tests {
             comm: [0; 16],
             driver: *b"bochs\0\0\0\0\0\0\0\0\0\0\0",
             holder_stack_id: -1,
-            _pad: 0,
+            ..Default::default()
         })
     }
 

@@ -232,7 +232,7 @@ pub(crate) mod tests {
             comm: [0; 16],
             driver: [0; 16],
             holder_stack_id: -1,
-            _pad: 0,
+            ..Default::default()
         }
     }
 

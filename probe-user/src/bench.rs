@@ -55,6 +55,8 @@ pub struct BenchArgs {
     /// Print the recording as JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub timeline: crate::timeline::TimelineArgs,
     /// Arguments of `ttmlat stress`, after `--` (e.g. -- --scenario cross-process -t 4).
     #[arg(last = true, value_name = "STRESS ARGS")]
     pub stress: Vec<String>,
@@ -259,10 +261,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     );
     let stress_args = child_args(&args.stress)?;
     crate::check_writable(&args.output)?;
+    args.timeline.check_writable()?;
     let exe = std::env::current_exe().context("locating the ttmlat binary")?;
     let tmp = tempfile::tempdir().context("creating a temporary directory")?;
     let ready = tmp.path().join("ready");
-    let trace = TraceCli::try_parse_from([
+    let mut trace_args = vec![
         "bench".to_string(),
         "--ring-buffer-kib".into(),
         args.ring_buffer_kib.to_string(),
@@ -270,9 +273,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         args.maxactive.to_string(),
         "--ready-file".into(),
         ready.display().to_string(),
-    ])
-    .map_err(|e| anyhow::anyhow!("internal: tracing arguments: {e}"))?
-    .trace;
+    ];
+    if args.timeline.timeline_uncontended {
+        trace_args.push("--every-episode".into());
+    }
+    let trace = TraceCli::try_parse_from(trace_args)
+        .map_err(|e| anyhow::anyhow!("internal: tracing arguments: {e}"))?
+        .trace;
 
     // SIGINT/SIGTERM (ours, or the user's Ctrl-C) end the session; the flag also stops further
     // repetitions, and keeps the default action (death) away until the session listens.
@@ -307,8 +314,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             result
         })
         .context("starting the bench driver thread")?;
-    let outcome = crate::runtime()
-        .and_then(|rt| rt.block_on(session::run(&trace, Stop::Signal, None, |_, _| {})));
+    let mut sink = args.timeline.sink();
+    let outcome = crate::runtime().and_then(|rt| {
+        rt.block_on(session::run_with_sink(
+            &trace,
+            Stop::Signal,
+            None,
+            |_, _| {},
+            &mut sink,
+        ))
+    });
     session_over.store(true, Ordering::Relaxed);
     let runs = worker
         .join()
@@ -322,6 +337,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     rec.repetitions = runs.len() as u32;
     rec.bench = Some(bench_info(&rec, &outcome.total, stress_args, runs));
     rec.write(&args.output)?;
+    args.timeline.write(sink)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rec)?);
     } else {

@@ -50,7 +50,12 @@ pub struct AttemptFacts {
 /// One episode that ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EpisodeEnd {
+    /// 1-based number of the episodes the probes sent one by one, in the order they ended
+    /// (the id the timeline shows); 0 for quiet episodes counted in the kernel.
+    pub id: u64,
     pub path: EpisodePath,
+    /// The reservation holder (tgid, comm) its last contended attempt found, when read.
+    pub holder: Option<(u32, [u8; COMM_LEN])>,
     pub tgid: u32,
     pub comm: [u8; COMM_LEN],
     /// The driver of its attempts (the last one's).
@@ -77,15 +82,24 @@ pub struct Step {
 struct Open {
     paths: Vec<AttemptPath>,
     driver: [u8; DRIVER_LEN],
+    /// The holder of the last attempt that read one.
+    holder: Option<(u32, [u8; COMM_LEN])>,
 }
 
 /// Follows open episodes per thread.
 #[derive(Clone, Debug, Default)]
 pub struct Episodes {
     open: HashMap<u32, Open>,
+    ended: u64,
 }
 
 impl Episodes {
+    /// The next episode id (see [`EpisodeEnd::id`]).
+    pub fn take_id(&mut self) -> u64 {
+        self.ended += 1;
+        self.ended
+    }
+
     /// The attempt and episode facts of `rec` (waiter records have none).
     pub fn step(&mut self, rec: &Record) -> Step {
         match rec {
@@ -120,10 +134,10 @@ impl Episodes {
             holder_stack: (a.holder_stack_id >= 0).then_some(a.holder_stack_id),
         };
         let end = a.flags & attempt_flag::EPISODE_END != 0;
-        let ep = if a.attempt <= 1 && end {
+        let (ep, holder) = if a.attempt <= 1 && end {
             // A one-attempt episode (the common case): no per-thread bookkeeping.
             self.open.remove(&a.tid);
-            episode_path(&[path])
+            (episode_path(&[path]), facts.holder)
         } else {
             if self.open.len() >= MAX_OPEN_EPISODES && !self.open.contains_key(&a.tid) {
                 self.open.clear();
@@ -134,6 +148,7 @@ impl Episodes {
             }
             open.paths.push(path);
             open.driver = a.driver;
+            open.holder = facts.holder.or(open.holder);
             if !end {
                 return Step {
                     attempt: Some(facts),
@@ -141,12 +156,14 @@ impl Episodes {
                 };
             }
             let open = self.open.remove(&a.tid).unwrap_or_default();
-            episode_path(&open.paths)
+            (episode_path(&open.paths), open.holder)
         };
         Step {
             attempt: Some(facts),
             ended: Some(EpisodeEnd {
+                id: self.take_id(),
                 path: ep,
+                holder,
                 tgid: a.tgid,
                 comm: a.comm,
                 driver: a.driver,
@@ -162,15 +179,14 @@ impl Episodes {
     }
 
     fn abandoned(&mut self, a: &AbandonedEvent) -> EpisodeEnd {
-        let driver = self
-            .open
-            .remove(&a.tid)
-            .map_or([0; DRIVER_LEN], |o| o.driver);
+        let open = self.open.remove(&a.tid).unwrap_or_default();
         EpisodeEnd {
+            id: self.take_id(),
             path: EpisodePath::RetryNoHandler,
+            holder: open.holder,
             tgid: a.tgid,
             comm: a.comm,
-            driver,
+            driver: open.driver,
             count: 1,
             latency_ns: None,
             retries: u64::from(a.attempts.saturating_sub(1)),
@@ -200,6 +216,8 @@ fn quiet(q: &QuietEpisodes) -> Step {
             holder_stack: None,
         }),
         ended: Some(EpisodeEnd {
+            id: 0,
+            holder: None,
             path: EpisodePath::Uncontended,
             tgid: q.tgid,
             comm: q.comm,

@@ -34,6 +34,7 @@ pub mod retprobe;
 pub mod serve;
 pub mod session;
 pub mod symbolize;
+pub mod timeline;
 pub mod workload;
 
 use std::path::{Path, PathBuf};

@@ -17,6 +17,7 @@ use probe_user::{
     recording::Recording,
     report, runtime, serve, session,
     session::{Stop, TraceArgs},
+    timeline::{self, TimelineArgs},
     workload,
 };
 
@@ -59,6 +60,19 @@ enum Command {
         /// Print the summary as JSON instead of text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        timeline: TimelineArgs,
+    },
+    /// Draw one episode of a `--timeline` file as SVG (its tracks, slices and arrows).
+    Timeline {
+        /// The `--timeline` file.
+        file: PathBuf,
+        /// Episode id (default: the one with the longest held reservation wait).
+        #[arg(long)]
+        episode: Option<u64>,
+        /// Output SVG.
+        #[arg(short, long)]
+        output: PathBuf,
     },
     /// Print a recording (text, or --json).
     Show {
@@ -176,18 +190,29 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Record {
-            trace,
+            mut trace,
             duration,
             output,
             label,
             json,
+            timeline,
         } => {
-            // Fail before tracing if the output cannot be written.
+            // Fail before tracing if an output cannot be written.
             check_writable(&output)?;
+            timeline.check_writable()?;
+            trace.every_episode |= timeline.timeline_uncontended;
             let stop = duration.map_or(Stop::Signal, Stop::After);
-            let outcome = runtime()?.block_on(session::run(&trace, stop, None, |_, _| {}))?;
+            let mut sink = timeline.sink();
+            let outcome = runtime()?.block_on(session::run_with_sink(
+                &trace,
+                stop,
+                None,
+                |_, _| {},
+                &mut sink,
+            ))?;
             let rec = outcome.recording(label)?;
             rec.write(&output)?;
+            timeline.write(sink)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rec)?);
             } else {
@@ -208,6 +233,22 @@ fn run(cli: Cli) -> Result<()> {
                 );
                 print!("{}", report::holder_stacks(&outcome.holder_stacks));
             }
+            Ok(())
+        }
+        Command::Timeline {
+            file,
+            episode,
+            output,
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let trace: timeline::trace::TraceFile = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a ttmlat timeline", file.display()))?;
+            let id = timeline::svg::pick(&trace, episode)?;
+            let svg = timeline::svg::render(&trace, id)?;
+            std::fs::write(&output, svg)
+                .with_context(|| format!("cannot write {}", output.display()))?;
+            eprintln!("ttmlat: episode {id} drawn to {}", output.display());
             Ok(())
         }
         Command::Show { file, json } => {

@@ -134,7 +134,7 @@ pub fn feed(n: u64, agg: &mut Aggregate, mut at_decade: impl FnMut(u64, &Aggrega
                     comm: comm(u64::from(tgid)),
                     driver: *b"amdgpu\0\0\0\0\0\0\0\0\0\0",
                     holder_stack_id: -1,
-                    _pad: 0,
+                    ..Default::default()
                 })
                 .to_vec()
             }

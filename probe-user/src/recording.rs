@@ -145,6 +145,42 @@ pub struct Recording {
     pub bench: Option<crate::bench::BenchInfo>,
 }
 
+/// Writes `value` as JSON to `path` atomically: a temp file in the same directory, fsync,
+/// rename. A reader never sees a partial file, and an existing file stays whole on failure.
+pub fn write_json_atomically<T: Serialize>(
+    path: &Path,
+    value: &T,
+    pretty: bool,
+    what: &str,
+) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    // Buffered: unbuffered, serde_json issues one write(2) per token (some 25 000 for a
+    // 600 KB recording), minutes on a slow or network file system at every exit.
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, tmp.as_file_mut());
+    if pretty {
+        serde_json::to_writer_pretty(&mut out, value)
+    } else {
+        serde_json::to_writer(&mut out, value)
+    }
+    .with_context(|| format!("serialising {what}"))?;
+    out.write_all(b"\n")?;
+    out.into_inner()
+        .map_err(|e| e.into_error())
+        .with_context(|| format!("writing {what}"))?;
+    tmp.as_file()
+        .sync_all()
+        .with_context(|| format!("fsync of {what}"))?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
 pub fn encode_histogram(h: &Histogram<u64>) -> Result<String> {
     let mut buf = Vec::new();
     V2DeflateSerializer::new()
@@ -328,25 +364,7 @@ impl Recording {
 
     /// Writes the recording atomically (temp file in the same directory, fsync, rename).
     pub fn write(&self, path: &Path) -> Result<()> {
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)
-            .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-        // Buffered: unbuffered, serde_json issues one write(2) per token (some 25 000 for a
-        // 600 KB recording), minutes on a slow or network file system at every exit.
-        let mut out = std::io::BufWriter::with_capacity(1 << 16, tmp.as_file_mut());
-        serde_json::to_writer_pretty(&mut out, self).context("serialising the recording")?;
-        out.write_all(b"\n")?;
-        out.into_inner()
-            .map_err(|e| e.into_error())
-            .context("writing the recording")?;
-        tmp.as_file().sync_all().context("fsync of the recording")?;
-        tmp.persist(path)
-            .map_err(|e| e.error)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(())
+        write_json_atomically(path, self, true, "the recording")
     }
 
     /// Reads and validates a recording; every failure names the file and what is wrong.

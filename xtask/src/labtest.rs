@@ -61,6 +61,38 @@ for i in $(seq 1 {ATTACH_WAIT_TENTHS}); do [ -f /tmp/{name}.ready ] && break; ki
     )
 }
 
+/// Guest shell: start Debian's Prometheus (`$PROM`, API at `$API`, `q QUERY`) scraping
+/// 127.0.0.1:`target` every second with `--enable-feature=feature`, and wait until it has
+/// scraped it once.
+pub fn prometheus_start(target: u16, port: u16, feature: &str) -> String {
+    format!(
+        r#"command -v prometheus >/dev/null || {{ echo "prometheus is not installed on the host (apt-get install prometheus)"; exit 2; }}
+mkdir -p /tmp/prom
+cat > /tmp/prom/prometheus.yml <<EOF
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: ttmlat
+    static_configs:
+      - targets: ['127.0.0.1:{target}']
+EOF
+prometheus --config.file=/tmp/prom/prometheus.yml --storage.tsdb.path=/tmp/prom/data \
+    --web.listen-address=127.0.0.1:{port} --enable-feature={feature} \
+    > $LAB_OUT/prometheus.log 2>&1 &
+PROM=$!
+API=http://127.0.0.1:{port}/api/v1
+q() {{ curl -fsS -G "$API/query" --data-urlencode "query=$1"; }}
+for i in $(seq 1 300); do
+    q 'up{{job="ttmlat"}} == 1' 2>/dev/null | grep -q '"value"' && break
+    kill -0 $PROM 2>/dev/null || {{ echo "prometheus died"; cat $LAB_OUT/prometheus.log; exit 6; }}
+    sleep 0.5
+done
+q 'up{{job="ttmlat"}} == 1' | grep -q '"value"' || {{ echo "prometheus never scraped ttmlat"; cat $LAB_OUT/prometheus.log; exit 6; }}
+"#
+    )
+}
+
 /// Guest shell: stop the recorder started by [`record_start`] with `signal` and require a
 /// successful exit.
 pub fn record_stop(name: &str, signal: &str) -> String {

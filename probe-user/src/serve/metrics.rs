@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 
 use prometheus_client::{
-    encoding::{prometheus_protobuf, prometheus_text},
+    encoding::{prometheus_protobuf, prometheus_text, text as openmetrics_text},
     metrics::{
         counter::Counter,
         family::Family,
@@ -23,6 +23,7 @@ use crate::{
     episodes::{AttemptFacts, EpisodeEnd, Episodes},
     events::{Record, cstr},
     loader::ProbeStats,
+    serve::exemplars::{Exemplar, Exemplars},
 };
 
 /// Content type of the Prometheus protobuf exposition (native histograms need it).
@@ -30,6 +31,9 @@ pub const PROTOBUF_CONTENT_TYPE: &str =
     "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
 /// Content type of the Prometheus text exposition 0.0.4.
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Content type of the OpenMetrics text exposition (the one with exemplars).
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Native histogram bucket growth factor: prometheus-client picks schema 3, i.e. buckets
 /// grow by 2^(1/8) ≈ 1.0905 (a quantile estimate is within 9.05% of the true value).
@@ -114,6 +118,8 @@ pub struct Metrics {
     retries: Counter,
     held_waits: Counter,
     lost: Family<Labels, Counter>,
+    /// The slowest recent episode of each latency, held-wait and collateral-stall series.
+    pub exemplars: Exemplars,
 }
 
 impl Default for Metrics {
@@ -139,6 +145,7 @@ impl Metrics {
             retries: Counter::default(),
             held_waits: Counter::default(),
             lost: Family::default(),
+            exemplars: Exemplars::default(),
         };
         registry.register(
             family::EPISODE_DURATION,
@@ -210,6 +217,13 @@ impl Metrics {
         let mut out = String::new();
         prometheus_text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+
+    /// OpenMetrics text exposition (classic buckets) with the exemplars.
+    pub fn encode_openmetrics(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        openmetrics_text::encode(&mut out, &self.registry)?;
+        Ok(self.exemplars.decorate(&out))
     }
 
     /// The protobuf messages (tests inspect labels and native buckets).
@@ -367,7 +381,7 @@ impl Feeder {
         }
         m.retries.inc_by(e.retries * e.count);
         // The per-wait histograms stay at (path, driver): comm adds little there.
-        let base: Labels = labels.into_iter().take(2).collect();
+        let base: Labels = labels.iter().take(2).cloned().collect();
         for (family, ns) in [
             (&m.wait_held, e.wait_held_ns),
             (&m.wait_dropped, e.wait_dropped_ns),
@@ -380,6 +394,23 @@ impl Feeder {
                     h.observe(seconds(ns));
                 }
             }
+        }
+        // Exemplars: episodes sent one by one (quiet counts have no id).
+        if e.id != 0 {
+            let holder = e.holder.map_or_else(
+                || "?".to_string(),
+                |(tgid, comm)| format!("{}[{tgid}]", cstr(&comm)),
+            );
+            let comm = cstr(&e.comm);
+            let offer = |family: &'static str, labels: &Labels, ns: u64| {
+                if ns > 0 {
+                    let x = Exemplar::new(seconds(ns), e.tgid, &comm, &holder, e.id);
+                    m.exemplars.offer(family, labels, x);
+                }
+            };
+            offer(family::EPISODE_DURATION, &labels, latency);
+            offer(family::WAIT_HELD, &base, e.wait_held_ns);
+            offer(family::COLLATERAL_STALL, &base, e.collateral_ns);
         }
     }
 

@@ -14,6 +14,7 @@
 //! capped (`--max-connections`: further ones wait in the listen backlog) and closed after
 //! `--client-timeout` without progress (idle keep-alive, slow or stalled clients).
 
+pub mod exemplars;
 pub mod metrics;
 #[cfg(test)]
 mod tests;
@@ -49,7 +50,9 @@ use crate::{
     events::Record,
     session::{self, RecordSink, Stop, TraceArgs},
 };
-use metrics::{Feeder, Metrics, PROTOBUF_CONTENT_TYPE, TEXT_CONTENT_TYPE};
+use metrics::{
+    Feeder, Metrics, OPENMETRICS_CONTENT_TYPE, PROTOBUF_CONTENT_TYPE, TEXT_CONTENT_TYPE,
+};
 
 /// Default port: outside 9100–9999 (Prometheus' exporter port list, fully allocated since
 /// 2023; 9100 node_exporter, 9435 ebpf_exporter), below the Linux ephemeral range.
@@ -94,16 +97,22 @@ pub struct ServeArgs {
     /// response) for this long, idle keep-alive connections included.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub client_timeout: Duration,
+    /// `--timeline FILE` written when stopping: the episodes the exemplars' `episode`
+    /// label names.
+    #[command(flatten)]
+    pub timeline: crate::timeline::TimelineArgs,
 }
 
-/// The session's record sink: the feeder behind a mutex it shares with the stats poll.
-struct Sink(Arc<Mutex<Feeder>>);
+/// The session's record sink: the feeder behind a mutex it shares with the stats poll, and
+/// the timeline when one was asked for (both number the episodes alike).
+struct Sink(Arc<Mutex<Feeder>>, Option<crate::timeline::Timeline>);
 
 impl RecordSink for Sink {
     fn record(&mut self, rec: &Record) {
         if let Ok(mut f) = self.0.lock() {
             f.record(rec);
         }
+        self.1.record(rec);
     }
     fn undecodable(&mut self) {
         if let Ok(mut f) = self.0.lock() {
@@ -116,27 +125,52 @@ impl RecordSink for Sink {
     }
 }
 
-/// Whether a scrape's Accept header asks for the Prometheus protobuf format.
-pub fn wants_protobuf(headers: &HeaderMap) -> bool {
-    headers
+/// The exposition formats `/metrics` serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus protobuf: classic and native buckets (asked for by Prometheus with
+    /// native histograms on).
+    Protobuf,
+    /// OpenMetrics text: classic buckets and exemplars.
+    OpenMetrics,
+    /// Prometheus text 0.0.4: classic buckets (the default).
+    Text,
+}
+
+/// The format a scrape's Accept header asks for, in that order of preference.
+pub fn negotiate(headers: &HeaderMap) -> Format {
+    let accept: Vec<&str> = headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| {
-            v.contains("application/vnd.google.protobuf")
-                && v.contains("proto=io.prometheus.client.MetricFamily")
-        })
+        .collect();
+    if accept.iter().any(|v| {
+        v.contains("application/vnd.google.protobuf")
+            && v.contains("proto=io.prometheus.client.MetricFamily")
+    }) {
+        Format::Protobuf
+    } else if accept
+        .iter()
+        .any(|v| v.contains("application/openmetrics-text"))
+    {
+        Format::OpenMetrics
+    } else {
+        Format::Text
+    }
 }
 
 /// One scrape's response body and content type.
-pub fn exposition(metrics: &Metrics, protobuf: bool) -> Result<(&'static str, Vec<u8>), String> {
-    if protobuf {
-        Ok((PROTOBUF_CONTENT_TYPE, metrics.encode_protobuf()?))
-    } else {
-        metrics
+pub fn exposition(metrics: &Metrics, format: Format) -> Result<(&'static str, Vec<u8>), String> {
+    match format {
+        Format::Protobuf => Ok((PROTOBUF_CONTENT_TYPE, metrics.encode_protobuf()?)),
+        Format::OpenMetrics => metrics
+            .encode_openmetrics()
+            .map(|t| (OPENMETRICS_CONTENT_TYPE, t.into_bytes()))
+            .map_err(|e| e.to_string()),
+        Format::Text => metrics
             .encode_text()
             .map(|t| (TEXT_CONTENT_TYPE, t.into_bytes()))
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string()),
     }
 }
 
@@ -149,7 +183,7 @@ struct Scrapes {
 }
 
 async fn scrape(State(s): State<Scrapes>, headers: HeaderMap) -> Response {
-    let protobuf = wants_protobuf(&headers);
+    let format = negotiate(&headers);
     let render = async {
         // The turn moves into the render: a scrape that times out while rendering still
         // holds it until the render ends, so at most MAX_RENDERS ever run.
@@ -157,7 +191,7 @@ async fn scrape(State(s): State<Scrapes>, headers: HeaderMap) -> Response {
         let metrics = Arc::clone(&s.metrics);
         tokio::task::spawn_blocking(move || {
             let _turn = turn;
-            exposition(&metrics, protobuf)
+            exposition(&metrics, format)
         })
         .await
         .map_err(|e| e.to_string())
@@ -345,6 +379,9 @@ async fn serve(args: &ServeArgs) -> Result<()> {
     if let Some(path) = &args.output {
         crate::check_writable(path)?;
     }
+    args.timeline.check_writable()?;
+    let mut trace = args.trace.clone();
+    trace.every_episode |= args.timeline.timeline_uncontended;
     let metrics = Arc::new(Metrics::new());
     let feeder = Arc::new(Mutex::new(Feeder::new(
         Arc::clone(&metrics),
@@ -371,8 +408,9 @@ async fn serve(args: &ServeArgs) -> Result<()> {
 
     let stop = args.duration.map_or(Stop::Signal, Stop::After);
     let poll = Arc::clone(&feeder);
+    let mut sink = Sink(Arc::clone(&feeder), args.timeline.sink());
     let outcome = session::run_with_sink(
-        &args.trace,
+        &trace,
         stop,
         Some(args.stats_interval.max(Duration::from_millis(100))),
         move |_, stats| {
@@ -380,7 +418,7 @@ async fn serve(args: &ServeArgs) -> Result<()> {
                 f.stats(stats);
             }
         },
-        &mut Sink(Arc::clone(&feeder)),
+        &mut sink,
     )
     .await;
     server.abort();
@@ -391,5 +429,5 @@ async fn serve(args: &ServeArgs) -> Result<()> {
     if let Some(path) = &args.output {
         outcome.recording(None)?.write(path)?;
     }
-    Ok(())
+    args.timeline.write(sink.1)
 }

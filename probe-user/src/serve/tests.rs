@@ -71,7 +71,7 @@ fn attempt(tid: u32, n: u16, flags: u32, ret: u32, start: u64, end: u64, name: &
         comm: comm(name),
         driver: comm(b"bochs"),
         holder_stack_id: -1,
-        _pad: 0,
+        ..Default::default()
     })
 }
 
@@ -471,8 +471,69 @@ fn http_negotiates_text_and_protobuf() {
             proto.contains("content-type: application/vnd.google.protobuf"),
             "{proto}"
         );
+        // What Prometheus sends with --enable-feature=exemplar-storage.
+        let om = get(
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        )
+        .await;
+        assert!(
+            om.contains("content-type: application/openmetrics-text; version=1.0.0"),
+            "{om}"
+        );
+        assert!(om.contains(" # {pid=\"") && om.trim_end().ends_with("# EOF"), "{om}");
         server.abort();
     });
+}
+
+/// The OpenMetrics exposition carries, on the latency, held-wait and collateral-stall
+/// histograms, the slowest episode of each series as an exemplar on the first bucket that
+/// holds it, with the episode id the tracker gave it (the timeline's id).
+#[test]
+fn openmetrics_carries_exemplars_of_the_slowest_episodes() {
+    let (metrics, _) = fed(false, 32, b"ex");
+    let om = metrics.encode_openmetrics().expect("encodes");
+    let with: Vec<&str> = om.lines().filter(|l| l.contains(" # {")).collect();
+    for family in [
+        super::metrics::family::EPISODE_DURATION,
+        super::metrics::family::WAIT_HELD,
+        super::metrics::family::COLLATERAL_STALL,
+    ] {
+        assert!(
+            with.iter()
+                .any(|l| l.starts_with(&format!("{family}_bucket{{"))),
+            "no exemplar on {family}: {om}"
+        );
+    }
+    for line in &with {
+        let (bucket, exemplar) = line.split_once(" # ").expect("an exemplar");
+        assert!(bucket.contains("_bucket{"), "{line}");
+        assert!(
+            exemplar.starts_with("{pid=\"") && exemplar.contains(",comm=\"ex\",holder=\""),
+            "{line}"
+        );
+        assert!(exemplar.contains(",episode=\""), "{line}");
+        // value ≤ the bucket's bound
+        let le: f64 = bucket
+            .split("le=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .map(|v| {
+                if v == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    v.parse().expect("le")
+                }
+            })
+            .expect("le");
+        let value: f64 = exemplar
+            .rsplit(' ')
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .expect("value");
+        assert!(value <= le, "{line}");
+    }
+    // The 0.0.4 text has none.
+    assert!(!metrics.encode_text().expect("encodes").contains(" # {"));
 }
 
 /// `GET /metrics` over a fresh connection: the whole response, or why not.

@@ -28,8 +28,10 @@ pub struct TraceArgs {
     /// emulated guests, whose vCPUs stall for up to 100 ms.
     #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
     pub pre_lock_link: std::time::Duration,
-    /// Record the reservation holder's kernel stack when it releases a reservation a TTM
-    /// fault waited for (adds a kprobe on ww_mutex_unlock: one map lookup per call).
+    /// Record the kernel stack of the task whose release of a reservation ended each TTM
+    /// fault's wait (the first holder's, or another waiting fault's that got it first), and
+    /// when it released it (`--timeline`'s release arrows). Adds a kprobe on
+    /// ww_mutex_unlock: one map lookup per call.
     #[arg(long)]
     pub holder_stack: bool,
     /// How to hook the vmlinux functions (ww_mutex_trylock, ww_mutex_lock*, up_read):

@@ -87,6 +87,23 @@ impl RecordSink for () {
     fn record(&mut self, _: &Record) {}
 }
 
+/// A sink that is only there when asked for (`--timeline`).
+impl<T: RecordSink> RecordSink for Option<T> {
+    fn record(&mut self, rec: &Record) {
+        if let Some(s) = self {
+            s.record(rec);
+        }
+    }
+    fn undecodable(&mut self) {
+        if let Some(s) = self {
+            s.undecodable();
+        }
+    }
+    fn wants_fresh_counts(&self) -> bool {
+        self.as_ref().is_some_and(RecordSink::wants_fresh_counts)
+    }
+}
+
 /// How often the reader drains the ring buffer without being woken (the probes wake it only
 /// when an eighth of the ring is full; see `ProbeConfig::wake_bytes`).
 const DRAIN_EVERY: Duration = Duration::from_millis(100);

@@ -87,6 +87,10 @@ pub fn test(args: &TestArgs) -> ExitCode {
                 "lab_overhead",
                 "--test",
                 "lab_xe",
+                "--test",
+                "lab_timeline",
+                "--test",
+                "lab_exemplars",
                 // Every lab test binary runs even after one fails: one CI run names every
                 // failure.
                 "--no-fail-fast",
