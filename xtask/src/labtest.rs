@@ -61,6 +61,11 @@ for i in $(seq 1 {ATTACH_WAIT_TENTHS}); do [ -f /tmp/{name}.ready ] && break; ki
     )
 }
 
+/// Port `ttmlat serve` listens on in the Prometheus lab tests (its default).
+pub const SERVE_PORT: u16 = 10471;
+/// Port of the guest's Prometheus.
+pub const PROM_PORT: u16 = 9090;
+
 /// Guest shell: start Debian's Prometheus (`$PROM`, API at `$API`, `q QUERY`) scraping
 /// 127.0.0.1:`target` every second with `--enable-feature=feature`, and wait until it has
 /// scraped it once.

@@ -18,8 +18,7 @@ use xtask::{
     labtest::{self, family, read_report},
 };
 
-const PORT: u16 = 10471;
-const PROM_PORT: u16 = 9090;
+use labtest::{PROM_PORT, SERVE_PORT as PORT};
 
 fn script() -> String {
     format!(

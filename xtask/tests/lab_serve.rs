@@ -23,11 +23,10 @@ use xtask::{
     },
 };
 
-const PORT: u16 = 10471;
+use labtest::{PROM_PORT, SERVE_PORT as PORT};
 /// Relative difference allowed between two ttmlat instances timing the same faults in the
 /// TCG guest, on top of the native bucket width (see `agrees`).
 const INSTANCE_SLACK: f64 = 0.10;
-const PROM_PORT: u16 = 9090;
 
 /// The guest script: serve, Prometheus, record + stress, then the API queries.
 fn script() -> String {
