@@ -27,6 +27,8 @@ pub mod names {
     pub const CONTENDED: &str = "CONTENDED";
     pub const RELEASES: &str = "RELEASES";
     pub const QUIET: &str = "QUIET";
+    pub const QUIET_NEXT: &str = "QUIET_NEXT";
+    pub const QUIET_COUNTS: &str = "QUIET_COUNTS";
 }
 
 /// `vm_fault->flags` bits (include/linux/mm_types.h); identical from 5.4 to 6.19 on x86.
@@ -128,9 +130,10 @@ pub mod config_flag {
 /// A quiet episode: one fault attempt that called `ttm_bo_vm_reserve`, whose trylock
 /// succeeded, that did not wait, drop mmap_lock, retry, fail, queue for mmap_lock first or
 /// meet a holder; the common case, and the one nothing but its latency is to be said of. The
-/// probes count these per (process, comm, driver, latency bucket) in the per-CPU hash `QUIET`
-/// instead of sending a ring-buffer record each; userspace reads the counts once a second.
-/// When the map is full the episode is sent as a record instead, so none is lost.
+/// probes count these per (process, comm, driver, latency bucket) in [`QuietSlot`]s of the
+/// memory-mapped array `QUIET_COUNTS` instead of sending a ring-buffer record each; userspace
+/// reads the counts from the mapping (no bpf() syscall) once a second. When this CPU's slots
+/// or the index `QUIET` are full the episode is sent as a record instead, so none is lost.
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct QuietKey {
@@ -139,6 +142,22 @@ pub struct QuietKey {
     pub bucket: u32,
     pub comm: [u8; COMM_LEN],
     pub driver: [u8; DRIVER_LEN],
+}
+
+/// Slots of `QUIET_COUNTS` each CPU owns: CPU `c` fills `c * QUIET_SLOTS_PER_CPU ..` in
+/// order, one per key it sees first (the per-CPU hash `QUIET` maps the key to it), so a slot
+/// is only ever written by programs on its CPU and userspace finds a CPU's slots in use
+/// before its first slot with count 0.
+pub const QUIET_SLOTS_PER_CPU: u32 = 2048;
+
+/// One slot of the memory-mapped array `QUIET_COUNTS`: a quiet-episode key, written once
+/// when the slot is taken, and the episodes counted under it on this slot's CPU. `count` is
+/// 0 until `key` is written, so userspace reads `key` only after a non-zero `count`.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QuietSlot {
+    pub key: QuietKey,
+    pub count: u64,
 }
 
 /// Sub-buckets per power of two in [`latency_bucket`]: a bucket spans 1/32 of its lower
@@ -435,7 +454,7 @@ pub mod loss {
     /// Where a loss is counted.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub enum Counter {
-        /// A slot of the probes' per-CPU `STATS` array ([`stat`]).
+        /// A slot of the probes' memory-mapped `STATS` array ([`stat`]).
         Probe(u32),
         /// `nmissed` of ttmlat's return probes (tracefs `kprobe_profile`).
         ReturnProbes,
@@ -596,6 +615,7 @@ const _: () = {
     assert!(align_of::<AbandonedEvent>() == 8);
     assert!(words(offset_of!(ThreadState, holder_comm)) && words(offset_of!(ThreadState, driver)));
     assert!(words(offset_of!(QuietKey, comm)) && words(offset_of!(QuietKey, driver)));
+    assert!(words(offset_of!(QuietSlot, count)) && align_of::<QuietSlot>() == 8);
     assert!(words(offset_of!(AttemptEvent, holder_comm)) && words(offset_of!(AttemptEvent, comm)));
     assert!(words(offset_of!(AttemptEvent, driver)) && words(offset_of!(WaiterEvent, comm)));
     assert!(words(offset_of!(AbandonedEvent, comm)) && words(offset_of!(ProbeConfig, filter_comm)));
@@ -694,6 +714,7 @@ mod pod {
     unsafe impl aya::Pod for super::WaiterState {}
     unsafe impl aya::Pod for super::HolderRelease {}
     unsafe impl aya::Pod for super::QuietKey {}
+    unsafe impl aya::Pod for super::QuietSlot {}
 }
 
 #[cfg(test)]

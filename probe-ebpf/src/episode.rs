@@ -14,17 +14,17 @@
 
 use core::mem::MaybeUninit;
 
-use aya_ebpf::helpers::bpf_get_current_pid_tgid;
+use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id};
 use probe_common::{
-    AbandonedEvent, AttemptEvent, EventKind, QuietKey, ThreadState, attempt_flag, attempt_kind,
-    config_flag, decide, stat, trylock,
+    AbandonedEvent, AttemptEvent, EventKind, QUIET_SLOTS_PER_CPU, QuietKey, ThreadState,
+    attempt_flag, attempt_kind, config_flag, decide, stat, trylock,
 };
 
 use crate::{
     kernel,
     maps::{
-        CONTENDED, QUIET, RELEASES, THREADS, ZERO_STATE, active_add, any_active, bump, config,
-        per_cpu_inc, reserve_zeroed,
+        CONTENDED, QUIET, QUIET_COUNTS, QUIET_NEXT, RELEASES, THREADS, ZERO_STATE, active_add,
+        any_active, atomic_inc, bump, config, reserve_zeroed,
     },
     mem::{self, get_name, put, set_name},
     watch,
@@ -290,11 +290,61 @@ fn count_quiet<R: kernel::Read>(cur: &Current, st: &ThreadState, ret: u32, now: 
         set_name(&mut (*k).driver, get_name(&st.driver));
         &*k
     };
-    if let Some(n) = QUIET.get_ptr_mut(key) {
-        per_cpu_inc(n);
-        return true;
+    // This CPU's slot for the key: found through the per-CPU index `QUIET`, or taken now. A
+    // CPU's slots are taken and written only by programs on that CPU, and two programs that
+    // end episodes never run interleaved on one CPU: they are kprobes (preemption off), or
+    // trampolines on a kernel that does not preempt them (userspace clears QUIET_IN_KERNEL
+    // otherwise).
+    let index = QUIET.get_ptr_mut(key);
+    if let Some(i) = index {
+        // SAFETY: a valid map value pointer (this CPU's value).
+        let i = unsafe { *i };
+        if i != 0 {
+            return match QUIET_COUNTS.get_ptr_mut(i - 1) {
+                Some(slot) => {
+                    // SAFETY: a valid, 8-byte aligned map value pointer.
+                    atomic_inc(unsafe { &raw mut (*slot).count });
+                    true
+                }
+                None => false,
+            };
+        }
     }
-    QUIET.insert(key, 1u64, 0).is_ok()
+    let Some(next) = QUIET_NEXT.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: a valid map value pointer (this CPU's value).
+    let n = unsafe { *next };
+    if n >= QUIET_SLOTS_PER_CPU {
+        return false;
+    }
+    // SAFETY: a helper without arguments.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let taken = cpu.wrapping_mul(QUIET_SLOTS_PER_CPU).wrapping_add(n);
+    let Some(slot) = QUIET_COUNTS.get_ptr_mut(taken) else {
+        return false;
+    };
+    // The key first, the count (0 until now) last: userspace reads a key only once its count
+    // is non-zero.
+    // SAFETY: a valid map value pointer; QuietKey is plain data.
+    unsafe { (&raw mut (*slot).key).write(*key) };
+    let indexed = match index {
+        Some(i) => {
+            // SAFETY: as above.
+            unsafe { *i = taken + 1 };
+            true
+        }
+        None => QUIET.insert(key, taken + 1, 0).is_ok(),
+    };
+    if !indexed {
+        // The index is full: the slot stays at count 0, for this CPU's next key.
+        return false;
+    }
+    // SAFETY: as above.
+    unsafe { *next = n + 1 };
+    // SAFETY: a valid, 8-byte aligned map value pointer.
+    atomic_inc(unsafe { &raw mut (*slot).count });
+    true
 }
 
 #[inline(always)]

@@ -1,13 +1,15 @@
 //! Maps and the global configuration shared with userspace (names in `probe_common::names`).
 
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     macros::map,
     maps::{
         Array, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace, ring_buf::RingBufEntry,
     },
 };
 use probe_common::{
-    HolderRelease, KernelLayout, MmWatch, ProbeConfig, QuietKey, ThreadState, WaiterState, stat,
+    HolderRelease, KernelLayout, MmWatch, ProbeConfig, QUIET_SLOTS_PER_CPU, QuietKey, QuietSlot,
+    ThreadState, WaiterState, stat,
 };
 
 /// Filled by userspace before load (offsets from BTF, filters).
@@ -64,11 +66,28 @@ pub static MM_WATCH: LruHashMap<u64, MmWatch> = LruHashMap::with_max_entries(409
 #[map(name = "WAITERS")]
 pub static WAITERS: LruHashMap<u32, WaiterState> = LruHashMap::with_max_entries(16384, 0);
 
-/// Quiet episodes counted in place (see `probe_common::QuietKey`), never deleted by the
-/// probes: a plain hash, not an LRU, so no count is evicted. When it is full an episode is
-/// sent as a record instead.
+// What userspace reads while tracing lives in BPF_F_MMAPABLE arrays, read from a shared
+// mapping: a bpf() map lookup runs with this CPU's BPF programs disabled
+// (`bpf_disable_instrumentation`), and where the syscall can be preempted in that window
+// (PREEMPT_RT, full or lazy preemption) a fault's kprobe program on that CPU is skipped
+// (`recursion_misses`; seen on 6.12-rt with `serve`, which read these once a second).
+
+/// Per-CPU index of quiet-episode keys (see `probe_common::QuietKey`): this CPU's value is
+/// 1 + the `QUIET_COUNTS` slot counting the key on this CPU, 0 if this CPU has none yet.
+/// Never deleted: a plain hash, not an LRU, so no count is evicted. When it is full an
+/// episode is sent as a record instead.
 #[map(name = "QUIET")]
-pub static QUIET: PerCpuHashMap<QuietKey, u64> = PerCpuHashMap::with_max_entries(8192, 0);
+pub static QUIET: PerCpuHashMap<QuietKey, u32> = PerCpuHashMap::with_max_entries(8192, 0);
+
+/// Slots of `QUIET_COUNTS` this CPU has taken.
+#[map(name = "QUIET_NEXT")]
+pub static QUIET_NEXT: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// Quiet-episode counts, `QUIET_SLOTS_PER_CPU` slots per possible CPU (userspace sets the
+/// size before load), memory-mapped by userspace.
+#[map(name = "QUIET_COUNTS")]
+pub static QUIET_COUNTS: Array<QuietSlot> =
+    Array::with_max_entries(QUIET_SLOTS_PER_CPU, BPF_F_MMAPABLE);
 
 /// Kernel stacks of reservation holders at release (`--holder-stack` only).
 #[map(name = "STACKS")]
@@ -101,11 +120,12 @@ pub fn active_add(delta: u64) {
     }
 }
 
-/// Adds one to this CPU's slot of a per-CPU map value. Atomic although the slot is this
-/// CPU's: a trampoline program runs with migration, not preemption, disabled, so on a
-/// preemptible kernel another program can run on the same CPU between its load and store.
+/// Adds one with one atomic add (XADD, which 5.10 has). For a counter shared by CPUs; and
+/// for one only this CPU writes, because a trampoline program runs with migration, not
+/// preemption, disabled, so on a preemptible kernel another program can run on the same
+/// CPU between a load and a store.
 #[inline(always)]
-pub fn per_cpu_inc(p: *mut u64) {
+pub fn atomic_inc(p: *mut u64) {
     // SAFETY: a valid, 8-byte aligned map value pointer.
     unsafe {
         core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
@@ -127,14 +147,15 @@ pub fn any_active() -> bool {
     }
 }
 
-/// Per-CPU counters of things that went wrong (`probe_common::stat`).
+/// Counters of things that went wrong (`probe_common::stat`), shared by all CPUs (each is
+/// rare) and memory-mapped by userspace.
 #[map(name = "STATS")]
-pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+pub static STATS: Array<u64> = Array::with_max_entries(stat::COUNT, BPF_F_MMAPABLE);
 
 #[inline(always)]
 pub fn bump(index: u32) {
     if let Some(p) = STATS.get_ptr_mut(index) {
-        per_cpu_inc(p);
+        atomic_inc(p);
     }
 }
 

@@ -22,6 +22,7 @@ pub mod kernel_info;
 pub mod layout;
 pub mod loader;
 pub mod loss;
+pub mod mapped;
 pub mod memlock;
 pub mod module_trampoline;
 pub mod perf_event;

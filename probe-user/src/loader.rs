@@ -7,15 +7,19 @@ use std::os::fd::{AsFd, BorrowedFd};
 use anyhow::{Context, Result, anyhow};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap},
+    maps::{HashMap, MapData, RingBuf, StackTraceMap},
     programs::{FEntry, FExit, KProbe, RawTracePoint},
 };
-use probe_common::{MmWatch, ProbeConfig, QuietKey, ThreadState, WaiterState, config_flag, names};
+use probe_common::{
+    MmWatch, ProbeConfig, QUIET_SLOTS_PER_CPU, QuietKey, QuietSlot, ThreadState, WaiterState,
+    config_flag, names,
+};
 
 pub use crate::loss::{Counter, ProbeStats};
 use crate::{
     callsites::SitePlan,
     discovery::{AttachPlan, ContentionSource},
+    mapped::MappedArray,
     module_trampoline, prog_fdinfo,
     retprobe::{self, ProbeKind, TraceProbe},
     session::VmlinuxHooks,
@@ -56,6 +60,9 @@ pub struct Probes {
     module_trampolines: Vec<module_trampoline::Attached>,
     /// Why the fault handlers are hooked with kprobes although trampolines were allowed.
     pub handler_fallback: Option<String>,
+    /// `STATS` and `QUIET_COUNTS`, read from shared memory while tracing (see `mapped`).
+    stats_view: MappedArray,
+    quiet_view: MappedArray,
 }
 
 impl Probes {
@@ -71,11 +78,24 @@ impl Probes {
         if opts.quiet_in_kernel {
             config.flags |= config_flag::QUIET_IN_KERNEL;
         }
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(what, e)| anyhow!("counting the possible CPUs ({what}): {e}"))?;
+        let quiet_slots = u32::try_from(cpus)
+            .ok()
+            .and_then(|n| n.checked_mul(QUIET_SLOTS_PER_CPU))
+            .with_context(|| format!("{cpus} possible CPUs: too many quiet-episode slots"))?;
         let ebpf = EbpfLoader::new()
             .override_global(names::CONFIG, &config, true)
             .map_max_entries(names::EVENTS, opts.ring_buffer_bytes)
+            .map_max_entries(names::QUIET_COUNTS, quiet_slots)
             .load(OBJECT)
             .context("loading the eBPF object into the kernel")?;
+        let stats_view = MappedArray::new(ebpf.map(names::STATS), names::STATS, 8)?;
+        let quiet_view = MappedArray::new(
+            ebpf.map(names::QUIET_COUNTS),
+            names::QUIET_COUNTS,
+            size_of::<QuietSlot>(),
+        )?;
         let tracefs = retprobe::tracefs()?;
         retprobe::remove_stale(&tracefs);
         let mut probes = Self {
@@ -85,6 +105,8 @@ impl Probes {
             fallback: None,
             module_trampolines: Vec::new(),
             handler_fallback: None,
+            stats_view,
+            quiet_view,
         };
         let trampolines = match opts.handler_hooks {
             VmlinuxHooks::Kprobes => false,
@@ -403,19 +425,12 @@ impl Probes {
     }
 
     /// Every loss channel; a channel that cannot be read is unknown, with the error in the
-    /// second value. Only a missing `STATS` map fails the whole read.
+    /// second value. The probes' own counters come from the `STATS` mapping (no syscall).
     pub fn stats(&self) -> Result<(ProbeStats, Vec<anyhow::Error>)> {
-        let map = self
-            .ebpf
-            .map(names::STATS)
-            .ok_or_else(|| anyhow!("map {} missing", names::STATS))?;
-        let arr: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)?;
         let sum = |i: u32| -> Result<u64> {
-            Ok(arr
-                .get(&i, 0)
-                .with_context(|| format!("reading loss counter {i} of map {}", names::STATS))?
-                .iter()
-                .sum())
+            self.stats_view
+                .u64_at(i, 0)
+                .with_context(|| format!("loss counter {i} is beyond map {}", names::STATS))
         };
         Ok(ProbeStats::read(|counter| match counter {
             Counter::Probe(slot) => sum(slot).map(Some),
@@ -505,19 +520,29 @@ impl Probes {
         Ok(Some(known.iter().sum()))
     }
 
-    /// The quiet-episode counts (`QUIET`), summed over CPUs: cumulative since load. A key
-    /// or value the kernel fails to return is an error, not a zero.
+    /// The quiet-episode counts, summed over CPUs: cumulative since load. Read from the
+    /// `QUIET_COUNTS` mapping: each CPU's slots in use, up to its first with count 0.
     pub fn quiet_counts(&self) -> Result<std::collections::HashMap<QuietKey, u64>> {
-        let map = self
-            .ebpf
-            .map(names::QUIET)
-            .ok_or_else(|| anyhow!("map {} missing", names::QUIET))?;
-        let hash: PerCpuHashMap<&MapData, QuietKey, u64> =
-            PerCpuHashMap::try_from(map).context("QUIET is not a per-CPU hash map")?;
+        let view = &self.quiet_view;
+        let count_at = std::mem::offset_of!(QuietSlot, count);
         let mut out = std::collections::HashMap::new();
-        for item in hash.iter() {
-            let (key, values) = item.context("reading the quiet-episode counts (QUIET)")?;
-            out.insert(key, values.iter().sum());
+        for first in (0..view.entries()).step_by(QUIET_SLOTS_PER_CPU as usize) {
+            for i in first
+                ..first
+                    .saturating_add(QUIET_SLOTS_PER_CPU)
+                    .min(view.entries())
+            {
+                let count = view
+                    .u64_at(i, count_at)
+                    .context("quiet-episode slot beyond the mapping")?;
+                if count == 0 {
+                    break;
+                }
+                let key: QuietKey = view
+                    .read(i, std::mem::offset_of!(QuietSlot, key))
+                    .context("quiet-episode slot beyond the mapping")?;
+                *out.entry(key).or_insert(0) += count;
+            }
         }
         Ok(out)
     }

@@ -27,6 +27,8 @@ use labtest::{PROM_PORT, SERVE_PORT as PORT};
 /// Relative difference allowed between two ttmlat instances timing the same faults in the
 /// TCG guest, on top of the native bucket width (see `agrees`).
 const INSTANCE_SLACK: f64 = 0.10;
+/// Episodes by which the independent recording's rank may differ (see `agrees`).
+const RANK_SLACK: f64 = 2.0;
 
 /// The guest script: serve, Prometheus, record + stress, then the API queries.
 fn script() -> String {
@@ -269,12 +271,14 @@ fn agrees(kernel: &str, ttm: TtmVariant) -> Result<()> {
         lat.len(),
         lat_other.len()
     );
-    ensure!(
-        scalar(&json(&run, "q_lost.json")?)? == 0.0,
-        "ttmlat serve lost events"
-    );
+    // The recordings first: they name the channel.
     labtest::assert_nothing_lost("ttmlat record", &rec)?;
     labtest::assert_nothing_lost("ttmlat serve", &serve_rec)?;
+    ensure!(
+        scalar(&json(&run, "q_lost.json")?)? == 0.0,
+        "ttmlat serve's /metrics counted lost events: {}",
+        json(&run, "q_lost.json")?
+    );
     // Counts: exactly the recording's, path by path.
     let c = &rec.counts;
     let prom_episodes = by_path(&json(&run, "q_episodes.json")?)?;
@@ -332,9 +336,12 @@ fn agrees(kernel: &str, ttm: TtmVariant) -> Result<()> {
     // schema 3) plus 0.1%. But serve and record are two probe sets timing the same faults:
     // their handlers run one after the other, and a TCG vCPU can be descheduled between
     // them, so one episode's two measurements differ slightly (seen: up to ~1% of a path's
-    // sum, 5.7% on the slowest of 75 episodes). Hence: serve's own recording must fall in
-    // the estimate's bucket (± 0.1%); the independent `ttmlat record` within the bucket
-    // width plus INSTANCE_SLACK.
+    // sum, 5.7% on the slowest of 75 episodes). Where the distribution has a gap at the
+    // quantile, one such episode crossing it moves the order statistic across the gap (CI of
+    // 2026-12-02, blocking 6.1: serve's 38th of 76 episodes 1.79 ms, record's 2.52 ms, per-
+    // path sums within 1.4%). Hence: serve's own recording must fall in the estimate's bucket
+    // (± 0.1%); the independent `ttmlat record` must bracket the estimate within RANK_SLACK
+    // episodes either side of the same rank, widened by the bucket width plus INSTANCE_SLACK.
     // Measured instance difference: per path, serve's exact sum vs the recording's.
     let sums = json(&run, "q_sums.json")?;
     let prom_sum = |class: &str| -> Option<f64> {
@@ -381,9 +388,14 @@ fn agrees(kernel: &str, ttm: TtmVariant) -> Result<()> {
             recv > lo * (1.0 - 1e-3) && recv <= hi * (1.0 + 1e-3),
             "q{q}: serve's recording {recv} s is outside Prometheus' bucket ({lo}, {hi}] of its estimate {prom}"
         );
+        let n = lat_other.len() as f64;
+        let at = |q: f64| lat_other.value_at_quantile(q.clamp(0.0, 1.0)) as f64 / 1e9;
+        let (below, above) = (at(q - RANK_SLACK / n), at(q + RANK_SLACK / n));
+        let slack = width + INSTANCE_SLACK;
         ensure!(
-            (prom / other - 1.0).abs() <= width + INSTANCE_SLACK,
-            "q{q}: prometheus {prom} vs ttmlat record {other} differ beyond the bucket width + {INSTANCE_SLACK}"
+            prom >= below * (1.0 - slack) && prom <= above * (1.0 + slack),
+            "q{q}: prometheus {prom} is outside ttmlat record's [{below}, {above}] (its {other} \
+             ± {RANK_SLACK} episodes) widened by the bucket width + {INSTANCE_SLACK}"
         );
     }
     // The rate form over the stress run: every stress episode, not the warm-up touch (its

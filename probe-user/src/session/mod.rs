@@ -188,6 +188,18 @@ pub async fn run_with_sink(
         }
         other => other,
     };
+    // The probes take a CPU's quiet-episode slots without atomics (probe-ebpf
+    // `count_quiet`), which needs the programs that end episodes never to run interleaved
+    // on one CPU: trampolines on a kernel that preempts programs could.
+    let interleaving =
+        handler_hooks == VmlinuxHooks::Trampolines && kernel.preemption.preempts_programs();
+    let quiet_in_kernel = !args.every_episode && !interleaving;
+    if !args.every_episode && !quiet_in_kernel {
+        eprintln!(
+            "ttmlat: every episode is sent as a record (trampolines on a kernel that preempts \
+             programs: quiet episodes cannot be counted in place)"
+        );
+    }
     eprintln!("ttmlat: hooks: {hook_sites}");
     let mut probes = Probes::load(
         &plan,
@@ -199,7 +211,7 @@ pub async fn run_with_sink(
             vmlinux_hooks: args.vmlinux_hooks,
             sites,
             sites_required: args.hook_sites == HookSites::CallSites,
-            quiet_in_kernel: !args.every_episode,
+            quiet_in_kernel,
             handler_hooks,
         },
         &vmlinux_btf,
@@ -426,10 +438,9 @@ impl Outcome {
 }
 
 /// Drains between reads of the quiet-episode counts for a sink that wants fresh counts: once a
-/// second. Other sessions read them only at interval ends and at the end: each read is a bpf()
-/// syscall during which the kernel disables BPF programs on that CPU (`bpf_prog_active`),
-/// and where the syscall can be preempted (PREEMPT_RT; lazy preemption) a fault on that CPU
-/// meanwhile has its programs skipped (`recursion_misses`, seen on 6.12-rt in the lab).
+/// second. Other sessions read them only at interval ends and at the end. (Reads come from a
+/// shared mapping, not bpf() syscalls, which would disable BPF programs on their CPU: see
+/// `mapped`.)
 const QUIET_EVERY: u32 = 10;
 
 /// Turns the probes' cumulative quiet-episode counts into records of their increase.
