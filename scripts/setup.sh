@@ -9,7 +9,7 @@
 #               only when something cannot be found)
 #
 # Steps:
-#   1. apt packages: qemu-system-x86 busybox-static kmod cpio xz-utils zstd prometheus curl
+#   1. apt packages: qemu-system-x86 busybox-static kmod cpio xz-utils zstd prometheus curl openssl
 #      bpftrace
 #   2. rust nightly + rust-src (for building the eBPF crate)
 #   3. bpf-linker, built against the nightly's own LLVM, in target/tools/bin
@@ -42,9 +42,10 @@ export DEBIAN_FRONTEND=noninteractive
 command -v rustup >/dev/null || die "rustup not found; install rustup (stable + nightly) first"
 
 # 1. apt packages ----------------------------------------------------------
-# prometheus + curl: the lab's Prometheus scrape test (promtool, a real server).
+# prometheus + curl: the lab's Prometheus scrape test (promtool, a real server); openssl:
+# its HTTPS variant's certificates (perl, essential, makes the bcrypt hash).
 # bpftrace: the baseline of `cargo xtask bench-overhead` (runs in the guest, never here).
-APT_PACKAGES=(qemu-system-x86 busybox-static kmod cpio xz-utils zstd prometheus curl bpftrace)
+APT_PACKAGES=(qemu-system-x86 busybox-static kmod cpio xz-utils zstd prometheus curl bpftrace openssl)
 installed() { [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]; }
 missing=()
 for p in "${APT_PACKAGES[@]}"; do installed "$p" || missing+=("$p"); done

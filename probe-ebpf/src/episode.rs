@@ -326,8 +326,13 @@ fn count_quiet<R: kernel::Read>(cur: &Current, st: &ThreadState, ret: u32, now: 
     };
     // The key first, the count (0 until now) last: userspace reads a key only once its count
     // is non-zero.
+    // Field by field in words (a struct copy becomes a `memmove` byte loop).
     // SAFETY: a valid map value pointer; QuietKey is plain data.
-    unsafe { (&raw mut (*slot).key).write(*key) };
+    let k = unsafe { &mut (*slot).key };
+    put(&mut k.tgid, key.tgid);
+    put(&mut k.bucket, key.bucket);
+    set_name(&mut k.comm, get_name(&key.comm));
+    set_name(&mut k.driver, get_name(&key.driver));
     let indexed = match index {
         Some(i) => {
             // SAFETY: as above.

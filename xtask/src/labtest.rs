@@ -70,6 +70,12 @@ pub const PROM_PORT: u16 = 9090;
 /// 127.0.0.1:`target` every second with `--enable-feature=feature`, and wait until it has
 /// scraped it once.
 pub fn prometheus_start(target: u16, port: u16, feature: &str) -> String {
+    prometheus_start_with(target, port, feature, "")
+}
+
+/// [`prometheus_start`] with more of the scrape job's configuration (`scheme`,
+/// `tls_config`, `basic_auth`: YAML lines indented for the job).
+pub fn prometheus_start_with(target: u16, port: u16, feature: &str, job: &str) -> String {
     format!(
         r#"command -v prometheus >/dev/null || {{ echo "prometheus is not installed on the host (apt-get install prometheus)"; exit 2; }}
 mkdir -p /tmp/prom
@@ -79,7 +85,7 @@ global:
   evaluation_interval: 1s
 scrape_configs:
   - job_name: ttmlat
-    static_configs:
+{job}    static_configs:
       - targets: ['127.0.0.1:{target}']
 EOF
 prometheus --config.file=/tmp/prom/prometheus.yml --storage.tsdb.path=/tmp/prom/data \

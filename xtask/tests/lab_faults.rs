@@ -246,14 +246,15 @@ const SCRAPES: usize = 100;
 /// Metric families `ttmlat serve` exports (one `# TYPE` line each). A labelled family appears
 /// with its first series: the held-wait histograms only once a held wait has happened, which
 /// in CI was after the first wave had begun. All of them are in the final scrape.
-const FAMILIES: usize = family::ALL.len();
+const FAMILIES: usize = family::ALL.len() - family::WEB_CONFIG_ONLY.len();
 /// Reasons of `ttmlat_lost_events_total` (the last family: all present = scrape complete):
 /// every loss channel of the binary's table, and undecodable records.
 const LOST_REASONS: usize = CHANNELS.len() + 1;
 /// `ttmlat serve --max-connections` default: connections (fds) it holds at most.
 const SERVE_MAX_CONNECTIONS: u64 = 64;
-/// Threads of `ttmlat serve`: the runtime thread plus at most 2 rendering threads.
-const SERVE_MAX_THREADS: u64 = 3;
+/// Threads of `ttmlat serve` without `--web-config`: the tracing thread, the HTTP server's
+/// thread and its blocking pool, at most MAX_RENDERS rendering threads.
+const SERVE_MAX_THREADS: u64 = 2 + probe_user::serve::MAX_RENDERS as u64;
 
 /// The series of one metric in a text exposition: (labels, value).
 /// The samples of metric `name` in a text exposition: (path label, value). Label values are

@@ -77,8 +77,9 @@ pub mod family {
     pub const RETRIES: &str = "ttmlat_fault_retries";
     pub const HELD_WAITS: &str = "ttmlat_held_waits";
     pub const LOST: &str = "ttmlat_lost_events";
+    pub const REFUSED: &str = "ttmlat_http_refused";
     /// Every family, in registration order, and whether it is a counter.
-    pub const ALL: [(&str, bool); 11] = [
+    pub const ALL: [(&str, bool); 12] = [
         (EPISODE_DURATION, false),
         (WAIT_HELD, false),
         (WAIT_DROPPED, false),
@@ -90,7 +91,11 @@ pub mod family {
         (RETRIES, true),
         (HELD_WAITS, true),
         (LOST, true),
+        (REFUSED, true),
     ];
+
+    /// Families exported only by a `serve --web-config` (what it can refuse).
+    pub const WEB_CONFIG_ONLY: [&str; 1] = [REFUSED];
 
     /// The name samples of `family` carry in the text exposition (`_total` for counters;
     /// histograms add `_bucket`, `_sum` and `_count`).
@@ -100,6 +105,12 @@ pub mod family {
             _ => family.to_string(),
         }
     }
+}
+
+/// `reason` values of `ttmlat_http_refused_total`.
+pub mod refusal {
+    pub const TLS_HANDSHAKE: &str = "tls_handshake";
+    pub const UNAUTHORIZED: &str = "unauthorized";
 }
 
 /// Everything a scrape reads. Shared (`Arc`) between the record sink and the HTTP server;
@@ -118,6 +129,7 @@ pub struct Metrics {
     retries: Counter,
     held_waits: Counter,
     lost: Family<Labels, Counter>,
+    refused: Family<Labels, Counter>,
     /// The slowest recent episode of each latency, held-wait and collateral-stall series.
     pub exemplars: Exemplars,
 }
@@ -145,6 +157,7 @@ impl Metrics {
             retries: Counter::default(),
             held_waits: Counter::default(),
             lost: Family::default(),
+            refused: Family::default(),
             exemplars: Exemplars::default(),
         };
         registry.register(
@@ -209,7 +222,28 @@ impl Metrics {
             "Data ttmlat could not observe or decode, by reason",
             m.lost.clone(),
         );
+        registry.register(
+            family::REFUSED,
+            "Connections and requests /metrics refused, by reason (--web-config): failed TLS \
+             handshakes (a missing or untrusted client certificate included), requests without \
+             valid basic-auth credentials",
+            m.refused.clone(),
+        );
         Self { registry, ..m }
+    }
+
+    /// Counts a refusal ([`refusal`]).
+    pub fn refused(&self, reason: &'static str) {
+        self.refused
+            .get_or_create(&vec![("reason", reason.to_string())])
+            .inc();
+    }
+
+    /// Exports `reasons` at 0 (a server that can refuse says it has not).
+    pub fn may_refuse(&self, reasons: &[&'static str]) {
+        for r in reasons {
+            let _ = self.refused.get_or_create(&vec![("reason", r.to_string())]);
+        }
     }
 
     /// Prometheus text exposition 0.0.4 (classic buckets only).

@@ -7,26 +7,30 @@
 //! with `--enable-feature=native-histograms`) gets classic and native histogram buckets;
 //! every other scrape gets the text format 0.0.4 with classic buckets.
 //!
-//! Many clients at once cannot stall the tracing or pin memory: scrapes are rendered on
-//! tokio's blocking pool, at most [`MAX_RENDERS`] at a time (others queue; one not answered
-//! within [`SCRAPE_TIMEOUT`] gets 503), so the thread that drains the ring buffer never
-//! renders; the families lock only for the moment a render reads them. Connections are
-//! capped (`--max-connections`: further ones wait in the listen backlog) and closed after
-//! `--client-timeout` without progress (idle keep-alive, slow or stalled clients).
+//! Many clients at once cannot stall the tracing or pin memory: the HTTP server runs on a
+//! thread of its own (its own runtime), never the one that drains the ring buffer; scrapes
+//! are rendered on that runtime's blocking pool, at most [`MAX_RENDERS`] at a time (others
+//! queue; one not answered within [`SCRAPE_TIMEOUT`] gets 503); the families lock only for
+//! the moment a render reads them. Connections are capped (`--max-connections`: further ones
+//! wait in the listen backlog) and closed after `--client-timeout` without progress (idle
+//! keep-alive, slow or stalled clients). With `--web-config` ([`web_config`]): TLS, its
+//! handshake inside each connection's task ([`tls`]), and basic auth ([`auth`]).
 
+pub mod auth;
 pub mod exemplars;
 pub mod metrics;
+pub mod net;
 #[cfg(test)]
 mod tests;
+pub mod tls;
+pub mod web_config;
+#[cfg(test)]
+mod web_tests;
 
 use std::{
-    future::Future,
-    io,
     net::SocketAddr,
     path::PathBuf,
-    pin::Pin,
     sync::{Arc, Mutex},
-    task::{Context as TaskContext, Poll},
     time::Duration,
 };
 
@@ -37,14 +41,8 @@ use axum::{
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
-    serve::Listener,
 };
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::{TcpListener, TcpStream},
-    sync::{OwnedSemaphorePermit, Semaphore},
-    time::{Instant, Sleep},
-};
+use tokio::sync::Semaphore;
 
 use crate::{
     events::Record,
@@ -53,6 +51,8 @@ use crate::{
 use metrics::{
     Feeder, Metrics, OPENMETRICS_CONTENT_TYPE, PROTOBUF_CONTENT_TYPE, TEXT_CONTENT_TYPE,
 };
+pub use net::{Conn, Limited};
+use net::{Limits, Server};
 
 /// Default port: outside 9100–9999 (Prometheus' exporter port list, fully allocated since
 /// 2023; 9100 node_exporter, 9435 ebpf_exporter), below the Linux ephemeral range.
@@ -68,9 +68,16 @@ pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct ServeArgs {
     #[command(flatten)]
     pub trace: TraceArgs,
-    /// Address to serve /metrics on. Binds loopback by default: expose it deliberately.
+    /// Address to serve /metrics on. Binds loopback by default: expose it deliberately, with
+    /// --web-config.
     #[arg(long, default_value_t = SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)))]
     pub listen: SocketAddr,
+    /// TLS and basic-auth users: Prometheus exporter-toolkit's web configuration YAML (the
+    /// `--web.config.file` of node_exporter): `tls_server_config` (cert_file, key_file,
+    /// client_auth_type, client_ca_file, min_version, max_version) and `basic_auth_users`
+    /// (bcrypt hashes). Checked before any probe is attached.
+    #[arg(long, value_name = "FILE")]
+    pub web_config: Option<PathBuf>,
     /// Add a `comm` label (command name of the faulting task) to the episode metrics.
     #[arg(long)]
     pub by_comm: bool,
@@ -239,147 +246,46 @@ pub fn router_with(metrics: Arc<Metrics>, renders: usize, timeout: Duration) -> 
         })
 }
 
-/// The server's listener: at most `slots` connections at once, each closed after `timeout`
-/// without progress.
-pub struct Limited {
-    listener: TcpListener,
-    slots: Arc<Semaphore>,
-    timeout: Duration,
-}
-
-impl Limited {
-    pub fn new(listener: TcpListener, max_connections: usize, timeout: Duration) -> Self {
-        Self {
-            listener,
-            slots: Arc::new(Semaphore::new(max_connections.max(1))),
-            timeout,
-        }
-    }
-}
-
-impl Listener for Limited {
-    type Io = Conn;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Conn, SocketAddr) {
-        // Not accepting while every slot is taken leaves the clients in the listen backlog.
-        let slot = Arc::clone(&self.slots)
-            .acquire_owned()
-            .await
-            .expect("the connection semaphore is never closed");
-        let (io, addr) = Listener::accept(&mut self.listener).await;
-        (Conn::new(io, slot, self.timeout), addr)
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-}
-
-/// One accepted connection: holds its slot until dropped, and fails reads and writes that
-/// have made no progress for `timeout` (hyper then closes the connection).
-pub struct Conn {
-    io: TcpStream,
-    _slot: OwnedSemaphorePermit,
-    timeout: Duration,
-    deadline: Pin<Box<Sleep>>,
-}
-
-impl Conn {
-    fn new(io: TcpStream, slot: OwnedSemaphorePermit, timeout: Duration) -> Self {
-        Self {
-            io,
-            _slot: slot,
-            timeout,
-            deadline: Box::pin(tokio::time::sleep(timeout)),
-        }
-    }
-
-    /// Restarts the clock on progress; on `Pending`, an error once the clock ran out.
-    fn check<T>(
-        &mut self,
-        cx: &mut TaskContext<'_>,
-        p: Poll<io::Result<T>>,
-    ) -> Poll<io::Result<T>> {
-        match p {
-            Poll::Ready(r) => {
-                self.deadline.as_mut().reset(Instant::now() + self.timeout);
-                Poll::Ready(r)
-            }
-            Poll::Pending if self.deadline.as_mut().poll(cx).is_ready() => Poll::Ready(Err(
-                io::Error::new(io::ErrorKind::TimedOut, "client made no progress"),
-            )),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-impl AsyncRead for Conn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let p = Pin::new(&mut this.io).poll_read(cx, buf);
-        this.check(cx, p)
-    }
-}
-
-impl AsyncWrite for Conn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let p = Pin::new(&mut this.io).poll_write(cx, buf);
-        this.check(cx, p)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let p = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        this.check(cx, p)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let p = Pin::new(&mut this.io).poll_flush(cx);
-        this.check(cx, p)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let p = Pin::new(&mut this.io).poll_shutdown(cx);
-        this.check(cx, p)
+/// `router` behind basic auth, when there are users.
+pub fn guarded(router: Router, auth: Option<Arc<auth::BasicAuth>>) -> Router {
+    match auth {
+        Some(a) => router.layer(axum::middleware::from_fn_with_state(a, auth::require)),
+        None => router,
     }
 }
 
 pub fn run(args: &ServeArgs) -> Result<()> {
-    // One thread reads events and serves connections; renders run on the blocking pool,
-    // at most MAX_RENDERS at once.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .max_blocking_threads(MAX_RENDERS)
-        .build()
-        .context("starting the async runtime")?;
-    rt.block_on(serve(args))
+    crate::runtime()?.block_on(serve(args))
+}
+
+/// What binding `listen` without a web configuration risks, unless it is loopback.
+pub fn exposure_warning(listen: SocketAddr, web_config: bool) -> Option<String> {
+    (!web_config && !listen.ip().is_loopback()).then(|| {
+        format!(
+            "serving {listen} over plain HTTP without authentication: anyone who can reach the \
+             port reads which commands and processes fault on GPU buffers, and can load this \
+             root process with scrapes. Pass --web-config with tls_server_config and \
+             basic_auth_users (README, \"Securing /metrics\")."
+        )
+    })
 }
 
 async fn serve(args: &ServeArgs) -> Result<()> {
+    // Everything a user can get wrong is said before the probes attach.
+    let web = match &args.web_config {
+        Some(path) => Some(web_config::WebConfig::load(path)?),
+        None => None,
+    };
     if let Some(path) = &args.output {
         crate::check_writable(path)?;
     }
     args.timeline.check_writable()?;
+    if let Some(w) = exposure_warning(args.listen, web.is_some()) {
+        eprintln!("ttmlat: WARNING: {w}");
+    }
+    for w in web.iter().flat_map(|w| &w.warnings) {
+        eprintln!("ttmlat: WARNING: web configuration: {w}");
+    }
     let mut trace = args.trace.clone();
     trace.every_episode |= args.timeline.timeline_uncontended;
     let metrics = Arc::new(Metrics::new());
@@ -388,23 +294,59 @@ async fn serve(args: &ServeArgs) -> Result<()> {
         args.by_comm,
         usize::from(args.max_comms),
     )));
+    if let Some(w) = &web {
+        metrics.may_refuse(&w.refusals());
+    }
+    let (tls, users) = match web {
+        Some(w) => (w.tls, w.users),
+        None => (None, Default::default()),
+    };
+    let auth = if users.is_empty() {
+        None
+    } else {
+        let m = Arc::clone(&metrics);
+        let made = tokio::task::spawn_blocking(move || auth::BasicAuth::new(users, m))
+            .await
+            .context("making the decoy bcrypt hash")??;
+        Some(Arc::new(made))
+    };
     // Bind before loading probes: a taken port fails fast, and /metrics answers by the time
     // the ready file exists.
-    let listener = TcpListener::bind(args.listen)
-        .await
+    let listener = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("listening on {}", args.listen))?;
+    listener
+        .set_nonblocking(true)
+        .context("making the listening socket non-blocking")?;
     let local = listener.local_addr().unwrap_or(args.listen);
     let client_timeout = args.client_timeout.max(Duration::from_millis(100));
-    let listener = Limited::new(listener, args.max_connections as usize, client_timeout);
     // hyper watches a connection for EOF while its request is in flight: a scrape must be
     // answered well before the connection's own timeout would close it unanswered.
-    let app = router_with(
-        Arc::clone(&metrics),
-        MAX_RENDERS,
-        SCRAPE_TIMEOUT.min(client_timeout / 2),
+    let app = guarded(
+        router_with(
+            Arc::clone(&metrics),
+            MAX_RENDERS,
+            SCRAPE_TIMEOUT.min(client_timeout / 2),
+        ),
+        auth.clone(),
     );
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    eprintln!("ttmlat: serving metrics on http://{local}/metrics");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let how = match (&tls, &auth) {
+        (Some(t), Some(_)) => format!(" (TLS, {}; basic auth)", t.client_auth),
+        (Some(t), None) => format!(" (TLS, {})", t.client_auth),
+        (None, Some(_)) => " (basic auth over plain HTTP)".to_string(),
+        (None, None) => String::new(),
+    };
+    let server = Server::start(
+        listener,
+        app,
+        Limits {
+            max_connections: args.max_connections as usize,
+            client_timeout,
+            tls: tls.map(|t| (t.config, Arc::clone(&metrics))),
+            bcrypt: auth.is_some(),
+        },
+    )?;
+    eprintln!("ttmlat: serving metrics on {scheme}://{local}/metrics{how}");
 
     let stop = args.duration.map_or(Stop::Signal, Stop::After);
     let poll = Arc::clone(&feeder);
@@ -421,7 +363,7 @@ async fn serve(args: &ServeArgs) -> Result<()> {
         &mut sink,
     )
     .await;
-    server.abort();
+    server.stop();
     let outcome = outcome?;
     if let Ok(mut f) = feeder.lock() {
         f.stats(&outcome.stats);

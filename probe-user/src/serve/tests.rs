@@ -725,8 +725,19 @@ fn dashboard_uses_only_exported_metrics() {
 /// samples under the exposed name (the lab tests read the scrape through this table).
 #[test]
 fn the_family_table_is_the_exposition() {
-    use super::metrics::family;
+    use super::metrics::{family, refusal};
     let (metrics, _) = fed(true, 32, b"c");
+    // Refusals are exported where --web-config can refuse.
+    let without = text(&metrics);
+    assert_eq!(
+        without.matches("# TYPE ").count(),
+        family::ALL.len() - family::WEB_CONFIG_ONLY.len(),
+        "{without}"
+    );
+    for f in family::WEB_CONFIG_ONLY {
+        assert!(!without.contains(f), "{without}");
+    }
+    metrics.may_refuse(&[refusal::TLS_HANDSHAKE, refusal::UNAUTHORIZED]);
     let t = text(&metrics);
     assert_eq!(t.matches("# TYPE ").count(), family::ALL.len(), "{t}");
     for (name, counter) in family::ALL {
