@@ -104,15 +104,13 @@ pub fn check_refusals(run: &LabRun, refused: &str) -> Result<()> {
         read("no_ca.txt")?
     );
     let scrape = read("scrape_refused.txt")?;
+    let counts = crate::labtest::series(&scrape, refused, "reason")?;
     let count = |reason: &str| -> Result<f64> {
-        let prefix = format!("{refused}{{reason=\"{reason}\"}} ");
-        scrape
-            .lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .with_context(|| format!("no {prefix} sample in the scrape"))?
-            .trim()
-            .parse()
-            .with_context(|| format!("{prefix} value"))
+        counts
+            .iter()
+            .find(|(r, _)| r == reason)
+            .map(|(_, v)| *v)
+            .with_context(|| format!("no {refused}{{reason=\"{reason}\"}} sample in the scrape"))
     };
     let (unauthorized, handshakes) = (count("unauthorized")?, count("tls_handshake")?);
     eprintln!("refused: unauthorized {unauthorized}, tls_handshake {handshakes}");

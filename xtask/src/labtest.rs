@@ -282,6 +282,66 @@ macro_rules! on_current_kernels {
     };
 }
 
+/// The samples of metric `name` in a text exposition: (value of label `label`, or "" without
+/// it; sample value). Label values are
+/// unescaped (`\\`, `\"`, `\n`), so a hostile comm cannot shift labels. prometheus-parse 0.2,
+/// the crate for this, silently drops samples whose label values hold escaped quotes. A line of
+/// `name` that does not parse is an error, never skipped.
+pub fn series(text: &str, name: &str, label: &str) -> Result<Vec<(String, f64)>> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        if !(rest.starts_with('{') || rest.starts_with(' ')) {
+            continue; // another metric sharing the prefix
+        }
+        let parsed =
+            sample(rest, label).with_context(|| format!("unparsable sample line {line:?}"))?;
+        out.push(parsed);
+    }
+    Ok(out)
+}
+
+/// `{k="v",...} value` or ` value` → (the value of label `label`, value).
+fn sample(rest: &str, label: &str) -> Option<(String, f64)> {
+    let mut path = String::new();
+    let mut chars = rest.char_indices().peekable();
+    if rest.starts_with('{') {
+        chars.next();
+        loop {
+            let (i, c) = chars.next()?;
+            if c == '}' {
+                let value = rest[i + 1..].trim().parse().ok()?;
+                return Some((path, value));
+            }
+            if c == ',' {
+                continue;
+            }
+            let key_end = chars.by_ref().find(|&(_, c)| c == '=')?.0;
+            let key = &rest[i..key_end];
+            if chars.next()?.1 != '"' {
+                return None;
+            }
+            let mut value = String::new();
+            loop {
+                match chars.next()?.1 {
+                    '"' => break,
+                    '\\' => match chars.next()?.1 {
+                        'n' => value.push('\n'),
+                        c => value.push(c),
+                    },
+                    c => value.push(c),
+                }
+            }
+            if key == label {
+                path = value;
+            }
+        }
+    }
+    Some((path, rest.trim().parse().ok()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::CURRENT_KERNELS;

@@ -10,7 +10,7 @@ use xtask::{
     lab::TtmVariant,
     labtest::{
         CHANNELS, Recording, TouchReport, assert_nothing_lost, family, nonzero, process,
-        read_recording, read_report, record_start, record_stop, run_guest_for, run_script,
+        read_recording, read_report, record_start, record_stop, run_guest_for, run_script, series,
     },
 };
 
@@ -256,69 +256,10 @@ const SERVE_MAX_CONNECTIONS: u64 = 64;
 /// thread and its blocking pool, at most MAX_RENDERS rendering threads.
 const SERVE_MAX_THREADS: u64 = 2 + probe_user::serve::MAX_RENDERS as u64;
 
-/// The series of one metric in a text exposition: (labels, value).
-/// The samples of metric `name` in a text exposition: (path label, value). Label values are
-/// unescaped (`\\`, `\"`, `\n`), so a hostile comm cannot shift labels. prometheus-parse 0.2,
-/// the crate for this, silently drops samples whose label values hold escaped quotes. A line of
-/// `name` that does not parse is an error, never skipped.
-fn series(text: &str, name: &str) -> Result<Vec<(String, f64)>> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix(name) else {
-            continue;
-        };
-        if !(rest.starts_with('{') || rest.starts_with(' ')) {
-            continue; // another metric sharing the prefix
-        }
-        let parsed = sample(rest).with_context(|| format!("unparsable sample line {line:?}"))?;
-        out.push(parsed);
-    }
-    Ok(out)
-}
-
-/// `{k="v",...} value` or ` value` → (the path label, value).
-fn sample(rest: &str) -> Option<(String, f64)> {
-    let mut path = String::new();
-    let mut chars = rest.char_indices().peekable();
-    if rest.starts_with('{') {
-        chars.next();
-        loop {
-            let (i, c) = chars.next()?;
-            if c == '}' {
-                let value = rest[i + 1..].trim().parse().ok()?;
-                return Some((path, value));
-            }
-            if c == ',' {
-                continue;
-            }
-            let key_end = chars.by_ref().find(|&(_, c)| c == '=')?.0;
-            let key = &rest[i..key_end];
-            if chars.next()?.1 != '"' {
-                return None;
-            }
-            let mut value = String::new();
-            loop {
-                match chars.next()?.1 {
-                    '"' => break,
-                    '\\' => match chars.next()?.1 {
-                        'n' => value.push('\n'),
-                        c => value.push(c),
-                    },
-                    c => value.push(c),
-                }
-            }
-            if key == "path" {
-                path = value;
-            }
-        }
-    }
-    Some((path, rest.trim().parse().ok()?))
-}
-
 /// Counter `name` summed per path label, zeros dropped.
 fn by_path(text: &str, name: &str) -> Result<BTreeMap<String, u64>> {
     let mut out = BTreeMap::new();
-    for (path, v) in series(text, name)? {
+    for (path, v) in series(text, name, "path")? {
         *out.entry(path).or_insert(0) += v as u64;
     }
     out.retain(|_, n| *n > 0);
@@ -353,7 +294,7 @@ ttmlat_lost_events_total{reason="ring_buffer_full"} 0
         by_path(text, "ttmlat_fault_episodes_by_comm_total")?,
         BTreeMap::from([("retry".to_string(), 7)])
     );
-    assert_eq!(series(text, "ttmlat_lost_events_total")?.len(), 1);
+    assert_eq!(series(text, "ttmlat_lost_events_total", "path")?.len(), 1);
     Ok(())
 }
 
@@ -638,7 +579,7 @@ step done
         !m_attempts.is_empty(),
         "the final scrape has no {attempts_total} samples"
     );
-    let lost: f64 = series(&final_scrape, &family::exposed(family::LOST))?
+    let lost: f64 = series(&final_scrape, &family::exposed(family::LOST), "reason")?
         .iter()
         .map(|(_, v)| v)
         .sum();

@@ -294,21 +294,14 @@ async fn serve(args: &ServeArgs) -> Result<()> {
         args.by_comm,
         usize::from(args.max_comms),
     )));
-    if let Some(w) = &web {
-        metrics.may_refuse(&w.refusals());
-    }
-    let (tls, users) = match web {
-        Some(w) => (w.tls, w.users),
-        None => (None, Default::default()),
-    };
-    let auth = if users.is_empty() {
-        None
-    } else {
-        let m = Arc::clone(&metrics);
-        let made = tokio::task::spawn_blocking(move || auth::BasicAuth::new(users, m))
-            .await
-            .context("making the decoy bcrypt hash")??;
-        Some(Arc::new(made))
+    let (auth, tls) = match web {
+        Some(w) => {
+            let m = Arc::clone(&metrics);
+            tokio::task::spawn_blocking(move || w.secure(&m))
+                .await
+                .context("making the decoy bcrypt hash")??
+        }
+        None => (None, None),
     };
     // Bind before loading probes: a taken port fails fast, and /metrics answers by the time
     // the ready file exists.

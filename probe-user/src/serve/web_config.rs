@@ -137,8 +137,26 @@ impl WebConfig {
 }
 
 impl WebConfig {
+    /// What `serve` runs with: basic auth (its decoy hash made here: one bcrypt, call it off
+    /// the serving thread) and TLS, with their refusal counters exported at 0 in `metrics`.
+    pub fn secure(
+        self,
+        metrics: &Arc<super::metrics::Metrics>,
+    ) -> Result<(Option<Arc<super::auth::BasicAuth>>, Option<Tls>)> {
+        metrics.may_refuse(&self.refusals());
+        let auth = if self.users.is_empty() {
+            None
+        } else {
+            Some(Arc::new(super::auth::BasicAuth::new(
+                self.users,
+                Arc::clone(metrics),
+            )?))
+        };
+        Ok((auth, self.tls))
+    }
+
     /// The `ttmlat_http_refused_total` reasons this configuration can count.
-    pub fn refusals(&self) -> Vec<&'static str> {
+    fn refusals(&self) -> Vec<&'static str> {
         use super::metrics::refusal;
         let mut r = Vec::new();
         if self.tls.is_some() {

@@ -10,7 +10,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObjec
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{
-    auth::BasicAuth,
     metrics::{Metrics, refusal},
     web_config::WebConfig,
 };
@@ -216,15 +215,13 @@ async fn server_with(
 ) {
     let web = WebConfig::parse(yaml, dir).expect("config");
     let metrics = Arc::new(Metrics::new());
-    metrics.may_refuse(&web.refusals());
-    let auth = (!web.users.is_empty())
-        .then(|| Arc::new(BasicAuth::new(web.users.clone(), Arc::clone(&metrics)).expect("auth")));
+    let (auth, tls) = web.secure(&metrics).expect("auth");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let mut limited = super::Limited::new(listener, 8, client_timeout);
-    if let Some(t) = web.tls {
+    if let Some(t) = tls {
         limited = limited.with_tls(t.config, Arc::clone(&metrics));
     }
     let app = super::guarded(super::router(Arc::clone(&metrics)), auth);
