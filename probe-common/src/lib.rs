@@ -426,8 +426,11 @@ pub struct AbandonedEvent {
     pub comm: [u8; COMM_LEN],
 }
 
-/// Indices of the per-CPU `STATS` array: the losses the probes count themselves. Each is
-/// one row of [`loss::CHANNELS`], which names it for recordings, reports and `/metrics`.
+/// Indices of the `STATS` array (one array shared by all CPUs, atomic adds, memory-mapped by
+/// userspace): the losses the probes count themselves. Each slot is one row of
+/// [`loss::CHANNELS`], which names it for recordings, reports and `/metrics`, unless it is
+/// listed in [`stat::NOT_LOSSES`]; `loss` checks at compile time that every slot below
+/// [`stat::COUNT`] is exactly one of the two.
 pub mod stat {
     /// Ring buffer full: a record was lost.
     pub const RINGBUF_DROPS: u32 = 0;
@@ -441,7 +444,14 @@ pub mod stat {
     pub const WAITER_MAP_FULL: u32 = 4;
     /// A kernel read (bpf_probe_read_kernel) failed.
     pub const READ_FAULTS: u32 = 5;
-    pub const COUNT: u32 = 8;
+    /// Slots that are not loss counters, each with a comment saying what it counts (none
+    /// today). A slot that is neither here nor a channel's fails the build.
+    pub const NOT_LOSSES: [u32; 0] = [];
+    /// Entries of `STATS` (its `max_entries` in probe-ebpf): the slots above, no spares.
+    /// Nothing else depends on it: userspace maps the array with the size the kernel reports
+    /// for it and reads only the channels' slots, and the eBPF object is built into the same
+    /// binary, so both sides always agree. (It was 8, with slots 6 and 7 never used.)
+    pub const COUNT: u32 = 6;
 }
 
 /// Every way the kernel can lose what ttmlat would have observed, in one table: the probes'
@@ -508,21 +518,70 @@ pub mod loss {
         ch("read_faults", "read_fault", "kernel reads failed", Counter::Probe(stat::READ_FAULTS)),
     ];
 
-    // Every probe counter is a slot of STATS, and no two channels share one.
-    const _: () = {
+    /// Why `table` and `not_losses` do not account one-to-one for the `slots` slots of
+    /// `STATS`, or `None` when they do: every probe channel's slot and every listed non-loss
+    /// slot is below `slots`, and every slot below it is exactly one channel's or listed (no
+    /// two channels share a slot, no slot is a spare nobody counts in, none is both).
+    pub const fn slot_error(
+        table: &[Channel],
+        not_losses: &[u32],
+        slots: u32,
+    ) -> Option<&'static str> {
         let mut i = 0;
-        while i < COUNT {
-            if let Counter::Probe(slot) = CHANNELS[i].counter {
-                assert!(slot < stat::COUNT);
-                let mut j = i + 1;
-                while j < COUNT {
-                    if let Counter::Probe(other) = CHANNELS[j].counter {
-                        assert!(other != slot);
-                    }
-                    j += 1;
-                }
+        while i < table.len() {
+            if let Counter::Probe(slot) = table[i].counter
+                && slot >= slots
+            {
+                return Some("a loss channel's STATS slot is not below stat::COUNT");
             }
             i += 1;
+        }
+        let mut i = 0;
+        while i < not_losses.len() {
+            if not_losses[i] >= slots {
+                return Some("a stat::NOT_LOSSES slot is not below stat::COUNT");
+            }
+            i += 1;
+        }
+        let mut slot = 0;
+        while slot < slots {
+            let mut owners = 0;
+            let mut i = 0;
+            while i < table.len() {
+                if let Counter::Probe(s) = table[i].counter
+                    && s == slot
+                {
+                    owners += 1;
+                }
+                i += 1;
+            }
+            let mut i = 0;
+            while i < not_losses.len() {
+                if not_losses[i] == slot {
+                    owners += 1;
+                }
+                i += 1;
+            }
+            if owners > 1 {
+                return Some(
+                    "a STATS slot has two owners (channels, or a channel and stat::NOT_LOSSES)",
+                );
+            }
+            if owners == 0 {
+                return Some(
+                    "a STATS slot is neither a loss channel's nor listed in stat::NOT_LOSSES",
+                );
+            }
+            slot += 1;
+        }
+        None
+    }
+
+    // The probes' counters and the table derive from one another, checked whenever
+    // probe-common is built (for the eBPF object and userspace alike).
+    const _: () = {
+        if let Some(e) = slot_error(&CHANNELS, &stat::NOT_LOSSES, stat::COUNT) {
+            panic!("{}", e);
         }
     };
 }
@@ -850,5 +909,57 @@ mod tests {
             collateral_from_snapshots(pack(2, 100), pack(1, 40), 100, 300),
             (400, 1)
         );
+    }
+
+    /// The STATS slots and the loss table account for each other one-to-one (the build
+    /// checks the real table with `slot_error`; here the check itself is shown to catch each
+    /// kind of mismatch).
+    #[test]
+    fn stats_slots_and_loss_channels_match_one_to_one() {
+        use loss::{CHANNELS, Channel, Counter, slot_error};
+        assert_eq!(slot_error(&CHANNELS, &stat::NOT_LOSSES, stat::COUNT), None);
+        // Every slot below COUNT is exactly one channel's or listed, and each named slot is
+        // a channel's.
+        for slot in 0..stat::COUNT {
+            let channels = CHANNELS
+                .iter()
+                .filter(|c| c.counter == Counter::Probe(slot))
+                .count();
+            let listed = stat::NOT_LOSSES.iter().filter(|&&s| s == slot).count();
+            assert_eq!(channels + listed, 1, "STATS slot {slot}");
+        }
+        for s in [
+            stat::RINGBUF_DROPS,
+            stat::THREAD_MAP_FULL,
+            stat::ORPHAN_RETURNS,
+            stat::WATCH_MAP_FULL,
+            stat::WAITER_MAP_FULL,
+            stat::READ_FAULTS,
+        ] {
+            assert!(
+                CHANNELS.iter().any(|c| c.counter == Counter::Probe(s)),
+                "slot {s} has no loss channel"
+            );
+        }
+
+        let probe = |field, slot| Channel {
+            field,
+            reason: field,
+            words: field,
+            counter: Counter::Probe(slot),
+        };
+        let other = Channel {
+            counter: Counter::Kprobes,
+            ..probe("kprobes", 0)
+        };
+        let good = [probe("a", 0), other, probe("b", 1)];
+        assert_eq!(slot_error(&good, &[], 2), None);
+        assert_eq!(slot_error(&good, &[2], 3), None);
+        let err = |t: &[Channel], n: &[u32], slots| slot_error(t, n, slots).unwrap_or("");
+        assert!(err(&good, &[], 1).contains("not below stat::COUNT"));
+        assert!(err(&good, &[5], 3).contains("NOT_LOSSES slot is not below"));
+        assert!(err(&good, &[], 3).contains("neither a loss channel's"));
+        assert!(err(&[probe("a", 0), probe("b", 0)], &[], 1).contains("two owners"));
+        assert!(err(&good, &[1], 2).contains("two owners"));
     }
 }

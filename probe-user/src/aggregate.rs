@@ -157,9 +157,9 @@ pub struct Aggregate {
     pub attempts: BTreeMap<AttemptPath, u64>,
     /// Attempts carrying FAULT_FLAG_TRIED.
     pub tried_attempts: u64,
-    /// Episodes without a completing attempt (paths retry-no-handler and abandoned): counted
-    /// by path in `episodes`, not timed.
-    pub abandoned: u64,
+    /// Episodes without a completing attempt (path retry-no-handler; ttmlat 0.1 called them
+    /// abandoned): counted by path in `episodes`, not timed.
+    pub retry_no_handler: u64,
     pub waiter_records: u64,
     pub unbalanced: u64,
     pub drivers: BTreeSet<String>,
@@ -176,6 +176,8 @@ pub struct Aggregate {
     pub contended_first_attempts: BTreeMap<AttemptPath, u64>,
     /// Fault attempts without FAULT_FLAG_TRIED that waited with mmap_lock held.
     pub held_waits_untried: u64,
+    /// The slowest episodes one by one, with their ids.
+    pub slowest: crate::slowest::Slowest,
 }
 
 impl Default for Aggregate {
@@ -191,7 +193,7 @@ impl Aggregate {
             episodes: BTreeMap::new(),
             attempts: BTreeMap::new(),
             tried_attempts: 0,
-            abandoned: 0,
+            retry_no_handler: 0,
             waiter_records: 0,
             unbalanced: 0,
             drivers: BTreeSet::new(),
@@ -202,6 +204,7 @@ impl Aggregate {
             processes: BTreeMap::new(),
             contended_first_attempts: BTreeMap::new(),
             held_waits_untried: 0,
+            slowest: crate::slowest::Slowest::default(),
         }
     }
 
@@ -337,12 +340,13 @@ impl Aggregate {
     }
 
     fn add_episode(&mut self, e: &EpisodeEnd) {
+        self.slowest.offer(e);
         let n = e.count;
         *self.episodes.entry(e.path).or_default() += n;
         let Some(latency) = e.latency_ns else {
             // retry-no-handler: it never completed in a TTM handler, so it has no latency and
             // no totals; the process's paths still count it.
-            self.abandoned += n;
+            self.retry_no_handler += n;
             *self
                 .process(e.tgid, &e.comm)
                 .episode_paths
@@ -415,7 +419,7 @@ impl Aggregate {
     /// add (different resolutions) are an error, not dropped.
     pub fn merge(&mut self, other: &Aggregate) -> anyhow::Result<()> {
         let adds = |what: String, r: Result<(), hdrhistogram::AdditionError>| {
-            r.map_err(|e| anyhow::anyhow!("{what}: histograms do not add up: {e:?}"))
+            r.map_err(|e| anyhow::anyhow!("{what}: histograms do not add up: {e}"))
         };
         for (k, h) in &other.histograms {
             let into = self
@@ -449,8 +453,9 @@ impl Aggregate {
             *self.contended_first_attempts.entry(*k).or_default() += v;
         }
         self.held_waits_untried += other.held_waits_untried;
+        self.slowest.merge(&other.slowest);
         self.tried_attempts += other.tried_attempts;
-        self.abandoned += other.abandoned;
+        self.retry_no_handler += other.retry_no_handler;
         self.waiter_records += other.waiter_records;
         self.unbalanced += other.unbalanced;
         self.drivers.extend(other.drivers.iter().cloned());

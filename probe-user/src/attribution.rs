@@ -136,13 +136,13 @@ pub enum EpisodePath {
     /// RETRY was returned and no retry entered a TTM handler before the thread's next first
     /// fault or its exit (see the README: mostly the retry found the page mapped meanwhile).
     /// Not timed.
+    /// (ttmlat 0.1 called it `abandoned`; its recordings are read under this name: see
+    /// `Recording::parse`.)
     RetryNoHandler,
-    /// What ttmlat 0.1 called [`Self::RetryNoHandler`]; only read from its recordings.
-    Abandoned,
 }
 
 impl EpisodePath {
-    pub const ALL: [EpisodePath; 10] = [
+    pub const ALL: [EpisodePath; 9] = [
         EpisodePath::Uncontended,
         EpisodePath::Retry,
         EpisodePath::RetryThenHeld,
@@ -152,7 +152,6 @@ impl EpisodePath {
         EpisodePath::Access,
         EpisodePath::Error,
         EpisodePath::RetryNoHandler,
-        EpisodePath::Abandoned,
     ];
 
     pub fn name(self) -> &'static str {
@@ -166,7 +165,6 @@ impl EpisodePath {
             EpisodePath::Access => "access",
             EpisodePath::Error => "error",
             EpisodePath::RetryNoHandler => "retry-no-handler",
-            EpisodePath::Abandoned => "abandoned",
         }
     }
 }

@@ -49,8 +49,9 @@ pub struct BenchArgs {
     /// Ring buffer size in KiB (power of two).
     #[arg(long, default_value_t = 4096)]
     pub ring_buffer_kib: u32,
-    /// Return-probe instances per probed function.
-    #[arg(long, default_value_t = 1024)]
+    /// Return-probe instances per probed function (threads that may sleep inside at once;
+    /// the kernel accepts at most 4096).
+    #[arg(long, default_value_t = session::DEFAULT_MAXACTIVE, value_parser = session::parse_maxactive)]
     pub maxactive: u32,
     /// Print the recording as JSON instead of text.
     #[arg(long)]
@@ -332,7 +333,6 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let runs = runs?;
     ensure!(!runs.is_empty(), "no repetition completed");
 
-    outcome.warn_read_errors();
     let mut rec = outcome.recording(args.label.clone())?;
     rec.repetitions = runs.len() as u32;
     rec.bench = Some(bench_info(&rec, &outcome.total, stress_args, runs));
@@ -340,23 +340,23 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     args.timeline.write(sink)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rec)?);
+        outcome.warn_read_errors();
     } else {
-        println!(
+        // The report `show` prints of the recording.
+        let mut report = crate::session_report::Session::of_outcome(&outcome, &rec.meta);
+        report.repetitions = rec.repetitions;
+        report.bench = rec.bench.as_ref();
+        print!(
             "{}",
-            crate::report::render(
+            crate::session_report::text(
                 &format!(
                     "bench: {} repetitions recorded to {}",
                     rec.repetitions,
                     args.output.display()
                 ),
-                &outcome.total,
-                &outcome.stats,
-                outcome.undecodable
+                &report
             )
         );
-        if let Some(b) = &rec.bench {
-            print!("{}", render_runs(b));
-        }
     }
     if rec.repetitions < args.repetitions {
         bail!(
@@ -415,7 +415,8 @@ fn bench_info(
     }
 }
 
-fn render_runs(b: &BenchInfo) -> String {
+/// The repetitions' lines of the report.
+pub(crate) fn render_runs(b: &BenchInfo) -> String {
     use crate::report::ns;
     use std::fmt::Write as _;
     let mut out = String::new();
@@ -428,12 +429,12 @@ fn render_runs(b: &BenchInfo) -> String {
             r.stress.pid,
             r.episodes,
             r.attempts,
-            r.episode_p50_ns.map_or("-".into(), ns),
+            r.episode_p50_ns.map_or("—".into(), ns),
             ns(r.stress.first_touch.p50_ns),
             r.stress
                 .victim
                 .as_ref()
-                .map_or("-".into(), |v| ns(v.p99_ns)),
+                .map_or("—".into(), |v| ns(v.p99_ns)),
         );
     }
     if b.other_episodes > 0 {
@@ -483,19 +484,33 @@ pub fn merge_problems(recs: &[Recording]) -> Vec<String> {
     let Some(first) = recs.first() else {
         return out;
     };
-    type Field = fn(&Recording) -> String;
+    use crate::report::dash;
+    type Field = fn(&Recording) -> Option<String>;
     let fields: [(&str, Field); 6] = [
-        ("kernel", |r| r.meta.kernel_release.clone()),
-        ("ttm variant", |r| format!("{:?}", r.meta.ttm_variant)),
-        ("ttm srcversion", |r| format!("{:?}", r.meta.ttm_srcversion)),
-        ("tool version", |r| r.meta.tool_version.clone()),
-        ("label", |r| format!("{:?}", r.meta.label)),
-        ("filters", |r| format!("{:?}", r.meta.filters)),
+        ("kernel", |r| Some(r.meta.kernel_release.clone())),
+        ("ttm variant", |r| r.meta.ttm_variant.clone()),
+        ("ttm srcversion", |r| r.meta.ttm_srcversion.clone()),
+        ("tool version", |r| Some(r.meta.tool_version.clone())),
+        ("label", |r| r.meta.label.clone()),
+        ("filters", |r| {
+            let f: Vec<String> = r
+                .meta
+                .filters
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            (!f.is_empty()).then(|| f.join(","))
+        }),
     ];
     for (name, get) in fields {
         let want = get(first);
         if let Some(other) = recs.iter().map(get).find(|v| *v != want) {
-            out.push(format!("{name} differs ({want} vs {other})"));
+            // As the report shows values: `—` for unknown, never `Some("a")` or `None`.
+            out.push(format!(
+                "{name} differs ({} vs {})",
+                dash(want.as_deref()),
+                dash(other.as_deref())
+            ));
         }
     }
     let args: Vec<Option<&Vec<String>>> = recs
@@ -709,6 +724,41 @@ mod tests {
             assert_eq!(m.repetitions, 2);
         }
         Ok(())
+    }
+
+    /// The differences are shown as the report shows values (`—` for unknown), not as Rust
+    /// debug output.
+    #[test]
+    fn merge_problems_read_like_the_report() {
+        let a = rec("6.1.0-1", "stock", &[1_000], 1);
+        let mut b = rec("6.1.0-1", "stock", &[1_000], 1);
+        b.meta.ttm_variant = None;
+        b.meta.filters.insert("comm".into(), "glxgears".into());
+        let problems = merge_problems(&[a, b]);
+        assert_eq!(
+            problems,
+            [
+                "ttm variant differs (stock vs —)",
+                "filters differs (— vs comm=glxgears)"
+            ]
+        );
+    }
+
+    /// `bench --maxactive` is the tracing commands' `--maxactive`: 1 to 4096.
+    #[test]
+    fn bench_maxactive_has_the_tracing_range() {
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        let parse = |n: &str| Cli::try_parse_from(["bench", "-o", "r.json", "--maxactive", n]);
+        assert_eq!(parse("4096").map(|c| c.bench.maxactive).ok(), Some(4096));
+        let err = parse("4097").err().expect("4097 refused").to_string();
+        assert!(err.contains("1 to 4096"), "{err}");
+        assert!(parse("0").is_err());
+        let default = Cli::try_parse_from(["bench", "-o", "r.json"]).map(|c| c.bench.maxactive);
+        assert_eq!(default.ok(), Some(session::DEFAULT_MAXACTIVE));
     }
 
     #[test]

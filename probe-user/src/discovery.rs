@@ -159,6 +159,17 @@ pub enum ContentionSource {
     Unavailable,
 }
 
+impl ContentionSource {
+    /// As recordings store it (`meta.contention_source`).
+    pub fn describe(&self) -> String {
+        match self {
+            ContentionSource::Tracepoints => "tracepoints lock:contention_begin/end".to_string(),
+            ContentionSource::RwsemSlowpath(syms) => format!("kprobes on {}", syms.join(", ")),
+            ContentionSource::Unavailable => "unavailable".to_string(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
     #[error(

@@ -47,6 +47,22 @@ pub struct AttemptFacts {
     pub holder_stack: Option<i32>,
 }
 
+/// The reservation holder a contended attempt found (the ww_mutex owner at trylock failure).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Holder {
+    pub tgid: u32,
+    pub tid: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+impl Holder {
+    /// `comm[tid]`: the name of the holder's track on the timeline, and of the holder in
+    /// exemplars and recordings.
+    pub fn label(&self) -> String {
+        format!("{}[{}]", crate::events::cstr(&self.comm), self.tid)
+    }
+}
+
 /// One episode that ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EpisodeEnd {
@@ -54,8 +70,12 @@ pub struct EpisodeEnd {
     /// (the id the timeline shows); 0 for quiet episodes counted in the kernel.
     pub id: u64,
     pub path: EpisodePath,
-    /// The reservation holder (tgid, comm) its last contended attempt found, when read.
-    pub holder: Option<(u32, [u8; COMM_LEN])>,
+    /// The reservation holder its last contended attempt found, when read.
+    pub holder: Option<Holder>,
+    /// The faulting thread (0 for quiet episodes: the kernel counts them per process).
+    pub tid: u32,
+    /// When it ended, CLOCK_MONOTONIC ns (its last attempt's end; 0 for quiet episodes).
+    pub end_ns: u64,
     pub tgid: u32,
     pub comm: [u8; COMM_LEN],
     /// The driver of its attempts (the last one's).
@@ -83,7 +103,7 @@ struct Open {
     paths: Vec<AttemptPath>,
     driver: [u8; DRIVER_LEN],
     /// The holder of the last attempt that read one.
-    holder: Option<(u32, [u8; COMM_LEN])>,
+    holder: Option<Holder>,
 }
 
 /// Follows open episodes per thread.
@@ -134,10 +154,15 @@ impl Episodes {
             holder_stack: (a.holder_stack_id >= 0).then_some(a.holder_stack_id),
         };
         let end = a.flags & attempt_flag::EPISODE_END != 0;
+        let holder_here = (a.flags & attempt_flag::HOLDER_KNOWN != 0).then_some(Holder {
+            tgid: a.holder_tgid,
+            tid: a.holder_tid,
+            comm: a.holder_comm,
+        });
         let (ep, holder) = if a.attempt <= 1 && end {
             // A one-attempt episode (the common case): no per-thread bookkeeping.
             self.open.remove(&a.tid);
-            (episode_path(&[path]), facts.holder)
+            (episode_path(&[path]), holder_here)
         } else {
             if self.open.len() >= MAX_OPEN_EPISODES && !self.open.contains_key(&a.tid) {
                 self.open.clear();
@@ -148,7 +173,7 @@ impl Episodes {
             }
             open.paths.push(path);
             open.driver = a.driver;
-            open.holder = facts.holder.or(open.holder);
+            open.holder = holder_here.or(open.holder);
             if !end {
                 return Step {
                     attempt: Some(facts),
@@ -164,6 +189,8 @@ impl Episodes {
                 id: self.take_id(),
                 path: ep,
                 holder,
+                tid: a.tid,
+                end_ns: a.attempt_end_ns,
                 tgid: a.tgid,
                 comm: a.comm,
                 driver: a.driver,
@@ -184,6 +211,8 @@ impl Episodes {
             id: self.take_id(),
             path: EpisodePath::RetryNoHandler,
             holder: open.holder,
+            tid: a.tid,
+            end_ns: a.last_attempt_end_ns,
             tgid: a.tgid,
             comm: a.comm,
             driver: open.driver,
@@ -218,6 +247,8 @@ fn quiet(q: &QuietEpisodes) -> Step {
         ended: Some(EpisodeEnd {
             id: 0,
             holder: None,
+            tid: 0,
+            end_ns: 0,
             path: EpisodePath::Uncontended,
             tgid: q.tgid,
             comm: q.comm,

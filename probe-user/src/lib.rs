@@ -34,6 +34,8 @@ pub mod report;
 pub mod retprobe;
 pub mod serve;
 pub mod session;
+pub mod session_report;
+pub mod slowest;
 pub mod symbolize;
 pub mod timeline;
 pub mod workload;

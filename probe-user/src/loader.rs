@@ -142,7 +142,13 @@ impl Probes {
             let attached = sites.sites().try_for_each(|site| {
                 probes
                     .kprobe_at(site.role.program(), &site.function, site.offset, &tracefs)
-                    .with_context(|| format!("call site of {} ({:?})", site.callee, site.role))
+                    .with_context(|| {
+                        format!(
+                            "call site of {} (program {})",
+                            site.callee,
+                            site.role.program()
+                        )
+                    })
             });
             if let Err(e) = attached {
                 if opts.sites_required {
@@ -484,17 +490,29 @@ impl Probes {
     }
 
     /// Each loaded program's runs and run time (`--program-costs`; counted only while the
-    /// kernel's run-time statistics are on).
-    pub fn program_costs(&self) -> std::collections::BTreeMap<String, prog_fdinfo::ProgramCost> {
+    /// kernel's run-time statistics are on), and an error for every program whose figures
+    /// could not be read: it is left out of the costs, and the error says so.
+    pub fn program_costs(
+        &self,
+    ) -> (
+        std::collections::BTreeMap<String, prog_fdinfo::ProgramCost>,
+        Vec<anyhow::Error>,
+    ) {
         let mut out = std::collections::BTreeMap::<String, prog_fdinfo::ProgramCost>::new();
+        let mut failed = Vec::new();
         for (name, fd) in self.program_fds() {
-            if let Some(c) = prog_fdinfo::cost(fd) {
-                let e = out.entry(name).or_default();
-                e.runs += c.runs;
-                e.run_time_ns += c.run_time_ns;
+            match prog_fdinfo::cost(fd) {
+                Ok(c) => {
+                    let e = out.entry(name).or_default();
+                    e.runs += c.runs;
+                    e.run_time_ns += c.run_time_ns;
+                }
+                Err(e) => failed.push(e.context(format!(
+                    "--program-costs: the cost of program {name} is unknown (left out of the table)"
+                ))),
             }
         }
-        out
+        (out, failed)
     }
 
     /// Sum of `recursion_misses` over the loaded programs; `None` if the kernel reports it

@@ -12,11 +12,11 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use probe_user::{
-    aggregate::{self, Metric},
-    bench, check, check_writable, compare, loader, memlock, pipeline_bench, recording,
+    bench, check, check_writable, compare, memlock, pipeline_bench,
     recording::Recording,
     report, runtime, serve, session,
     session::{Stop, TraceArgs},
+    session_report,
     timeline::{self, TimelineArgs},
     workload,
 };
@@ -143,10 +143,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// The title of the histogram `live` and `record` print at the end.
-const LATENCY_HISTOGRAM_TITLE: &str = "episode_latency, all paths: first TTM handler entry (or the fault's own mmap_lock wait) \
-     to the completing return";
-
 fn run(cli: Cli) -> Result<()> {
     // Before anything loads BPF (a refusal is logged, not fatal: see memlock.rs).
     memlock::lift();
@@ -161,7 +157,7 @@ fn run(cli: Cli) -> Result<()> {
             let outcome =
                 runtime()?.block_on(session::run(&trace, stop, Some(interval), |agg, stats| {
                     if json {
-                        match live_json(agg, stats) {
+                        match session_report::live_json_interval(agg, stats) {
                             Ok(line) => println!("{line}"),
                             Err(e) => eprintln!("ttmlat: {e:#}"),
                         }
@@ -169,23 +165,14 @@ fn run(cli: Cli) -> Result<()> {
                         println!("{}", report::render("── interval ──", agg, stats, 0));
                     }
                 }))?;
-            if !json {
-                println!(
-                    "{}",
-                    report::render(
-                        "── total ──",
-                        &outcome.total,
-                        &outcome.stats,
-                        outcome.undecodable
-                    )
-                );
+            if json {
+                println!("{}", session_report::live_json_total(&outcome)?);
                 outcome.warn_read_errors();
-                let lat = outcome.total.merged(Metric::EpisodeLatency);
+            } else {
                 print!(
                     "{}",
-                    report::log2_histogram(LATENCY_HISTOGRAM_TITLE, &lat, true)
+                    session_report::of_outcome("── total ──", &outcome, None)
                 );
-                print!("{}", report::holder_stacks(&outcome.holder_stacks));
             }
             Ok(())
         }
@@ -210,28 +197,21 @@ fn run(cli: Cli) -> Result<()> {
                 |_, _| {},
                 &mut sink,
             ))?;
-            let rec = outcome.recording(label)?;
+            let rec = outcome.recording(label.clone())?;
             rec.write(&output)?;
             timeline.write(sink)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rec)?);
-            } else {
-                println!(
-                    "{}",
-                    report::render(
-                        &format!("recorded to {}", output.display()),
-                        &outcome.total,
-                        &outcome.stats,
-                        outcome.undecodable
-                    )
-                );
                 outcome.warn_read_errors();
-                let lat = outcome.total.merged(Metric::EpisodeLatency);
+            } else {
                 print!(
                     "{}",
-                    report::log2_histogram(LATENCY_HISTOGRAM_TITLE, &lat, true)
+                    session_report::of_outcome(
+                        &format!("recorded to {}", output.display()),
+                        &outcome,
+                        label.as_deref()
+                    )
                 );
-                print!("{}", report::holder_stacks(&outcome.holder_stacks));
             }
             Ok(())
         }
@@ -256,7 +236,10 @@ fn run(cli: Cli) -> Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&rec)?);
             } else {
-                print!("{}", report::recording(&rec)?);
+                print!(
+                    "{}",
+                    session_report::of_recording(&format!("recording {}", file.display()), &rec)?
+                );
             }
             Ok(())
         }
@@ -311,24 +294,4 @@ fn man_pages(cmd: clap::Command, dir: &std::path::Path) -> Result<()> {
         )?;
     }
     write("ttmlat", cmd)
-}
-
-fn live_json(agg: &aggregate::Aggregate, stats: &loader::ProbeStats) -> Result<String> {
-    let rec = Recording::from_aggregate(
-        recording::Meta::default(),
-        agg,
-        *stats,
-        0,
-        Some(loader::StateEntries::default()),
-    )?;
-    let value = serde_json::json!({
-        "counts": rec.counts,
-        "histograms": rec.histograms.iter().map(|h| serde_json::json!({
-            "metric": h.metric, "class": h.class, "unit": h.unit, "count": h.count,
-            "p50": h.p50, "p90": h.p90, "p99": h.p99, "p999": h.p999, "max": h.max,
-        })).collect::<Vec<_>>(),
-        "holders": rec.holders,
-        "probe_stats": stats,
-    });
-    Ok(serde_json::to_string(&value)?)
 }

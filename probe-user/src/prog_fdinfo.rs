@@ -50,17 +50,19 @@ pub fn recursion_misses(fd: BorrowedFd<'_>) -> anyhow::Result<Option<u64>> {
     Ok(field(&text, "recursion_misses"))
 }
 
-/// `run_cnt` and `run_time_ns` of a program; `None` if the kernel does not report them.
-pub fn cost(fd: BorrowedFd<'_>) -> Option<ProgramCost> {
-    let text = read(fd)?;
-    Some(ProgramCost {
-        runs: field(&text, "run_cnt")?,
-        run_time_ns: field(&text, "run_time_ns")?,
-    })
+/// `run_cnt` and `run_time_ns` of a program. An unreadable fdinfo, or one without them, is
+/// an error: the program's cost is unknown, not absent.
+pub fn cost(fd: BorrowedFd<'_>) -> Result<ProgramCost> {
+    let path = format!("/proc/self/fdinfo/{}", fd.as_raw_fd());
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    cost_of(&text).with_context(|| format!("{path} has no run_cnt and run_time_ns"))
 }
 
-fn read(fd: BorrowedFd<'_>) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()
+fn cost_of(text: &str) -> Option<ProgramCost> {
+    Some(ProgramCost {
+        runs: field(text, "run_cnt")?,
+        run_time_ns: field(text, "run_time_ns")?,
+    })
 }
 
 fn field(text: &str, key: &str) -> Option<u64> {
@@ -111,6 +113,14 @@ mod tests {
         assert_eq!(field(text, "recursion_misses"), Some(5));
         assert_eq!(field(text, "run_cnt"), Some(3));
         assert_eq!(field("prog_type:\t6\n", "recursion_misses"), None);
+        assert_eq!(
+            cost_of(text),
+            Some(ProgramCost {
+                runs: 3,
+                run_time_ns: 1200
+            })
+        );
+        assert_eq!(cost_of("prog_type:\t6\nrun_cnt:\t3\n"), None);
     }
 
     #[test]

@@ -22,6 +22,8 @@ use crate::{
 pub const FORMAT: &str = "ttmlat-recording";
 pub const VERSION: u32 = 1;
 
+mod legacy;
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Meta {
     pub tool_version: String,
@@ -82,7 +84,9 @@ pub struct Counts {
     pub episodes: BTreeMap<String, u64>,
     pub attempts: BTreeMap<String, u64>,
     pub tried_attempts: u64,
-    pub abandoned: u64,
+    /// Episodes of path retry-no-handler (not timed). ttmlat 0.1 wrote `abandoned`.
+    #[serde(alias = "abandoned")]
+    pub retry_no_handler: u64,
     pub waiter_records: u64,
     pub unbalanced: u64,
     /// First attempts (no FAULT_FLAG_TRIED) that found the reservation contended, by path.
@@ -126,6 +130,10 @@ pub struct Recording {
     #[serde(default)]
     pub holder_stacks: Vec<HolderStack>,
     pub waiters: BTreeMap<u32, WaiterTotals>,
+    /// The slowest episodes one by one, per metric and path, with the ids the `--timeline`
+    /// file and `/metrics`' exemplars give them. Absent before 0.2.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slowest_episodes: Vec<crate::slowest::SlowEpisode>,
     /// Reads of the probes' maps that failed during the session (what they would have said
     /// is missing from the figures). Absent before 0.2.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -185,7 +193,7 @@ pub fn encode_histogram(h: &Histogram<u64>) -> Result<String> {
     let mut buf = Vec::new();
     V2DeflateSerializer::new()
         .serialize(h, &mut buf)
-        .map_err(|e| anyhow::anyhow!("encoding a histogram: {e:?}"))?;
+        .map_err(|e| anyhow::anyhow!("encoding a histogram: {e}"))?;
     Ok(base64::engine::general_purpose::STANDARD.encode(buf))
 }
 
@@ -195,7 +203,7 @@ pub fn decode_histogram(s: &str) -> Result<Histogram<u64>> {
         .context("histogram is not valid base64")?;
     let h: Histogram<u64> = Deserializer::new()
         .deserialize(&mut bytes.as_slice())
-        .map_err(|e| anyhow::anyhow!("histogram is not a valid HdrHistogram encoding: {e:?}"))?;
+        .map_err(|e| anyhow::anyhow!("histogram is not a valid HdrHistogram encoding: {e}"))?;
     Ok(h)
 }
 
@@ -225,6 +233,7 @@ impl Recording {
         undecodable_records: u64,
         state_entries_at_end: Option<StateEntries>,
     ) -> Result<Self> {
+        let session = meta.start_unix_ns;
         let mut histograms = Vec::new();
         for ((metric, class), h) in &agg.histograms {
             histograms.push(entry(*metric, class, h)?);
@@ -248,7 +257,7 @@ impl Recording {
                     .map(|(k, v)| (k.name().to_string(), *v))
                     .collect(),
                 tried_attempts: agg.tried_attempts,
-                abandoned: agg.abandoned,
+                retry_no_handler: agg.retry_no_handler,
                 waiter_records: agg.waiter_records,
                 unbalanced: agg.unbalanced,
                 contended_first_attempts: agg
@@ -294,6 +303,7 @@ impl Recording {
             skipped_programs: BTreeMap::new(),
             program_costs: BTreeMap::new(),
             waiters: agg.waiters.clone(),
+            slowest_episodes: agg.slowest.entries(session),
             repetitions: 1,
             bench: None,
         })
@@ -334,7 +344,7 @@ impl Recording {
             agg.contended_first_attempts.insert(attempt(k)?, *v);
         }
         agg.tried_attempts = c.tried_attempts;
-        agg.abandoned = c.abandoned;
+        agg.retry_no_handler = c.retry_no_handler;
         agg.waiter_records = c.waiter_records;
         agg.unbalanced = c.unbalanced;
         agg.held_waits_untried = c.held_waits_untried;
@@ -358,6 +368,7 @@ impl Recording {
             agg.add_holder(h.tgid, &h.comm, h.count);
         }
         agg.waiters = self.waiters.clone();
+        agg.slowest = crate::slowest::Slowest::from_entries(&self.slowest_episodes)?;
         agg.drivers = self.meta.drivers_seen.iter().cloned().collect();
         Ok(agg)
     }
@@ -389,7 +400,8 @@ impl Recording {
             }
             None => bail!("no \"version\" field"),
         }
-        let rec: Recording = serde_json::from_value(probe).context("fields missing or mistyped")?;
+        let mut rec: Recording =
+            serde_json::from_value(probe).context("fields missing or mistyped")?;
         for h in &rec.histograms {
             if Metric::from_name(&h.metric).is_none() {
                 bail!("unknown metric {:?}", h.metric);
@@ -422,6 +434,7 @@ impl Recording {
                 );
             }
         }
+        legacy::rename_paths(&mut rec)?;
         Ok(rec)
     }
 }
@@ -431,7 +444,7 @@ mod tests {
     use super::*;
     use crate::aggregate::new_histogram;
 
-    fn sample() -> Recording {
+    pub(super) fn sample() -> Recording {
         let mut agg = Aggregate::new();
         let mut h = new_histogram();
         for v in [1_000u64, 2_000, 3_000, 1_000_000] {
@@ -488,8 +501,8 @@ mod tests {
             agg.histograms.keys().collect::<Vec<_>>(),
             vec![&(Metric::EpisodeLatency, "uncontended".to_string())]
         );
-        let text = crate::report::recording(&rec).expect("report");
-        assert!(text.contains("recording — "), "{text}");
+        let text = crate::session_report::of_recording("recording r.json", &rec).expect("report");
+        assert!(text.contains("label — "), "{text}");
         assert!(text.contains("episode_latency    uncontended"), "{text}");
         assert!(text.contains("lost: ring buffer full 0"), "{text}");
         assert!(!text.contains("None") && !text.contains("Some("), "{text}");

@@ -40,17 +40,29 @@ fn percentiles(metric: Metric, h: &Histogram<u64>) -> String {
     )
 }
 
-/// A full report of one aggregate.
+/// `—` for an unknown or empty value, else the value made safe for a terminal line: how every
+/// report (and every message comparing recordings) shows an optional string.
+pub fn dash(v: Option<&str>) -> String {
+    v.filter(|s| !s.is_empty())
+        .map_or("—".to_string(), sanitize)
+}
+
+/// The figures of one aggregate under a title (`live`'s interval lines).
 pub fn render(title: &str, agg: &Aggregate, stats: &ProbeStats, undecodable: u64) -> String {
+    format!("{title}\n{}", figures(agg, stats, undecodable))
+}
+
+/// The figures of one aggregate: counts by path, the percentile table, holders, stalled tasks,
+/// drivers and what was lost, by channel.
+pub fn figures(agg: &Aggregate, stats: &ProbeStats, undecodable: u64) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{title}");
     let _ = writeln!(
         out,
-        "  faults (episodes): {}   attempts: {}   TRIED attempts: {}   not timed (retry-no-handler, abandoned): {}",
+        "  faults (episodes): {}   attempts: {}   TRIED attempts: {}   not timed (retry-no-handler): {}",
         agg.episodes_total(),
         agg.attempts_total(),
         agg.tried_attempts,
-        agg.abandoned
+        agg.retry_no_handler
     );
     let eps: Vec<String> = EpisodePath::ALL
         .iter()
@@ -99,26 +111,8 @@ pub fn render(title: &str, agg: &Aggregate, stats: &ProbeStats, undecodable: u64
             top.join(", ")
         );
     }
-    let stalled: Vec<String> = agg
-        .waiters
-        .iter()
-        .filter(|(_, w)| w.held_overlap_ns > 0)
-        .take(5)
-        .map(|(tid, w)| {
-            format!(
-                "{}[{tid}] {} of {} waiting",
-                sanitize(&w.comm),
-                ns(w.held_overlap_ns),
-                ns(w.wait_ns)
-            )
-        })
-        .collect();
-    if !stalled.is_empty() {
-        let _ = writeln!(
-            out,
-            "  stalled on mmap_lock by held waits: {}",
-            stalled.join(", ")
-        );
+    if let Some(line) = stalled(agg) {
+        let _ = writeln!(out, "  stalled on mmap_lock by held waits: {line}");
     }
     if !agg.drivers.is_empty() {
         let d: Vec<&str> = agg.drivers.iter().map(String::as_str).collect();
@@ -138,6 +132,50 @@ pub fn render(title: &str, agg: &Aggregate, stats: &ProbeStats, undecodable: u64
         lost.join(", ")
     );
     out
+}
+
+/// Tasks listed as stalled on mmap_lock.
+const STALLED_LISTED: usize = 5;
+
+/// The tasks most stalled on mmap_lock by held reservation waits (most held-overlap time,
+/// then most time waiting, then tid), and how many more there are; `None` if none was.
+fn stalled(agg: &Aggregate) -> Option<String> {
+    let mut waiters: Vec<(&u32, &crate::aggregate::WaiterTotals)> = agg
+        .waiters
+        .iter()
+        .filter(|(_, w)| w.held_overlap_ns > 0)
+        .collect();
+    if waiters.is_empty() {
+        return None;
+    }
+    waiters.sort_by(|(ta, a), (tb, b)| {
+        b.held_overlap_ns
+            .cmp(&a.held_overlap_ns)
+            .then(b.wait_ns.cmp(&a.wait_ns))
+            .then(ta.cmp(tb))
+    });
+    let mut line = waiters
+        .iter()
+        .take(STALLED_LISTED)
+        .map(|(tid, w)| {
+            format!(
+                "{}[{tid}] {} of {} waiting",
+                sanitize(&w.comm),
+                ns(w.held_overlap_ns),
+                ns(w.wait_ns)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let more = waiters.len().saturating_sub(STALLED_LISTED);
+    if more > 0 {
+        let _ = write!(
+            line,
+            ", and {more} more task{}",
+            if more == 1 { "" } else { "s" }
+        );
+    }
+    Some(line)
 }
 
 /// The holders' stacks at release, most frequent first (top 5).
@@ -208,65 +246,6 @@ pub fn log2_histogram(title: &str, h: &Histogram<u64>, unit_ns: bool) -> String 
         );
     }
     out
-}
-
-/// `ttmlat show`: what the recording says about where it was made, then the same report as
-/// `live`/`record`. Unknown values are `—`; strings from the kernel or the user are sanitised.
-pub fn recording(rec: &crate::recording::Recording) -> anyhow::Result<String> {
-    let m = &rec.meta;
-    let dash = |v: Option<&str>| {
-        v.filter(|s| !s.is_empty())
-            .map_or("—".to_string(), sanitize)
-    };
-    let mut out = String::new();
-    let secs = m.end_unix_ns.saturating_sub(m.start_unix_ns) as f64 / 1e9;
-    let _ = writeln!(
-        out,
-        "recording {} · ttmlat {} · {secs:.1} s{}",
-        dash(m.label.as_deref()),
-        sanitize(&m.tool_version),
-        if rec.repetitions > 1 {
-            format!(" · {} repetitions", rec.repetitions)
-        } else {
-            String::new()
-        }
-    );
-    let _ = writeln!(
-        out,
-        "  kernel {} (package {}), taint {}",
-        sanitize(&m.kernel_release),
-        dash(m.kernel_package.as_deref()),
-        m.kernel_taint.map_or("—".to_string(), |t| t.to_string())
-    );
-    let _ = writeln!(
-        out,
-        "  ttm: variant {}, version {}, srcversion {}, taint {}",
-        dash(m.ttm_variant.as_deref()),
-        dash(m.ttm_version.as_deref()),
-        dash(m.ttm_srcversion.as_deref()),
-        dash(m.ttm_taint.as_deref())
-    );
-    let _ = writeln!(out, "  hooks: {}", dash(m.hook_sites.as_deref()));
-    if !m.filters.is_empty() {
-        let f: Vec<String> = m
-            .filters
-            .iter()
-            .map(|(k, v)| format!("{k}={}", sanitize(v)))
-            .collect();
-        let _ = writeln!(out, "  filters: {}", f.join(", "));
-    }
-    for e in &rec.read_errors {
-        let _ = writeln!(out, "  READ FAILED (figures incomplete): {}", sanitize(e));
-    }
-    let agg = rec.to_aggregate()?;
-    out.push_str(&render(
-        "  ──",
-        &agg,
-        &rec.probe_stats,
-        rec.undecodable_records,
-    ));
-    out.push_str(&crate::prog_fdinfo::render(&rec.program_costs));
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -173,33 +173,37 @@ fn check_names_every_requirement_and_its_state() {
     assert!(text(&out.stderr).is_empty(), "{}", text(&out.stderr));
 }
 
+/// `check --json` read through the type it serializes (`check::Report`): a renamed or
+/// retyped field fails to parse (or to compile here) instead of reading as absent, and the
+/// document holds nothing the type does not.
 #[test]
 fn json_agrees_with_the_exit_status() {
+    use probe_user::check::{Report, State};
+
     let out = ttmlat(&["check", "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+    let raw: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)));
-    let checks = v["checks"].as_array().expect("checks");
-    assert_eq!(checks.len(), NAMES.len());
-    for (c, name) in checks.iter().zip(NAMES) {
-        assert_eq!(c["name"], name);
-        assert!(
-            ["ok", "warn", "fail", "info"].contains(&c["state"].as_str().unwrap_or("")),
-            "{c}"
-        );
+    let report: Report = serde_json::from_value(raw.clone())
+        .unwrap_or_else(|e| panic!("check --json is not a check::Report: {e}: {raw}"));
+    assert_eq!(
+        serde_json::to_value(&report).expect("re-encode"),
+        raw,
+        "check --json has fields check::Report does not"
+    );
+    assert_eq!(report.checks.len(), NAMES.len());
+    for (c, name) in report.checks.iter().zip(NAMES) {
+        assert_eq!(c.name, name);
+        assert!(!c.id.is_empty(), "{c:?}");
     }
-    let failing: Vec<&str> = checks
+    let failing: Vec<&str> = report
+        .checks
         .iter()
-        .filter(|c| c["state"] == "fail")
-        .filter_map(|c| c["id"].as_str())
+        .filter(|c| c.state == State::Fail)
+        .map(|c| c.id.as_ref())
         .collect();
-    let listed: Vec<&str> = v["failing"]
-        .as_array()
-        .expect("failing")
-        .iter()
-        .filter_map(|x| x.as_str())
-        .collect();
+    let listed: Vec<&str> = report.failing.iter().map(|id| id.as_ref()).collect();
     assert_eq!(failing, listed);
-    assert_eq!(v["can_run"], failing.is_empty());
+    assert_eq!(report.can_run, failing.is_empty());
     assert_eq!(
         out.status.code(),
         Some(if failing.is_empty() { 0 } else { 1 })

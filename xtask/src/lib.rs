@@ -5,6 +5,7 @@
 
 pub mod lab;
 pub mod lab_dirs;
+pub mod lab_timeline;
 pub mod lab_web;
 pub mod labtest;
 pub mod manifest;

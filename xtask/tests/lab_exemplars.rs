@@ -3,36 +3,48 @@
 //! scrapes `serve` during contended stress on the blocking 6.1 variant, and
 //! `/api/v1/query_exemplars` must return, for the held-wait, collateral-stall and episode
 //! latency histograms, exemplars whose `episode` is an episode of the same run's timeline
-//! (`serve --timeline`), of that `pid` and `comm`, with the value the timeline has for it.
+//! (`serve --timeline`), of that `pid`, `comm` and `holder`, with the value the timeline has
+//! for it, stamped within the run. The faulting threads are named with quotes, a backslash,
+//! braces and a newline ([`HOSTILE_COMM`]): Prometheus' own OpenMetrics parser must accept
+//! the scrape and give the name back whole. The recording `serve --output` writes must name
+//! its slowest episodes with the same ids.
 //!
 //!     cargo build --release -p probe-user
 //!     cargo test -p xtask --test lab_exemplars -- --ignored
 
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use probe_user::timeline::trace::{TraceFile, cat};
+use probe_user::timeline::trace::TraceFile;
 use serde_json::Value;
 use xtask::{
     lab::TtmVariant,
-    labtest::{self, family, read_report},
+    lab_timeline::{episodes, slowest_are_on_the_timeline},
+    labtest::{self, family, read_recording, read_report},
 };
 
 use labtest::{PROM_PORT, SERVE_PORT as PORT};
 
+/// The faulting threads' comm prefix (each adds its number): what printf makes of
+/// [`HOSTILE_PRINTF`].
+const HOSTILE_COMM: &str = "q\"\\{\n},=";
+const HOSTILE_PRINTF: &str = r#"q"\\{\n},="#;
+
 fn script() -> String {
     format!(
         r#"set -eu
+COMM=$(printf '{HOSTILE_PRINTF}')
 ip link set lo up 2>/dev/null || busybox ip link set lo up
-$TTMLAT serve --listen 127.0.0.1:{PORT} --timeline $LAB_OUT/timeline.json --ready-file /tmp/serve.ready > $LAB_OUT/serve.txt 2>&1 &
+$TTMLAT serve --listen 127.0.0.1:{PORT} --timeline $LAB_OUT/timeline.json --output $LAB_OUT/rec.json --ready-file /tmp/serve.ready > $LAB_OUT/serve.txt 2>&1 &
 SERVE=$!
 for i in $(seq 1 {wait}); do [ -f /tmp/serve.ready ] && break; kill -0 $SERVE 2>/dev/null || break; sleep 0.1; done
 [ -f /tmp/serve.ready ] || {{ echo "ttmlat serve did not attach"; cat $LAB_OUT/serve.txt; exit 3; }}
 {prom}T0=$(date +%s)
-$TTMLAT stress --scenario cross-process --threads 4 --size 16M --rounds 10 --json > $LAB_OUT/stress.json
+$TTMLAT stress --scenario cross-process --threads 4 --size 16M --rounds 10 --fault-comm "$COMM" --json > $LAB_OUT/stress.json
 # Two more scrapes after the last fault.
 sleep 4
 T1=$(date +%s)
+echo "$T0 $T1" > $LAB_OUT/window
 for m in {held} {collateral} {duration}; do
     curl -fsS -G "$API/query_exemplars" --data-urlencode "query=${{m}}_bucket" \
         --data-urlencode "start=$T0" --data-urlencode "end=$T1" > $LAB_OUT/ex_$m.json
@@ -49,55 +61,6 @@ kill $PROM; wait $PROM || true
     )
 }
 
-/// What the timeline says of one episode: pid, comm, and its values by exemplar family.
-struct Drawn {
-    pid: u32,
-    comm: String,
-    values_s: HashMap<&'static str, f64>,
-}
-
-fn episodes(f: &TraceFile) -> Result<HashMap<u64, Drawn>> {
-    let names: HashMap<(u32, u32), String> = f
-        .trace_events
-        .iter()
-        .filter(|e| e.ph == "M" && e.name == "thread_name")
-        .filter_map(|e| Some(((e.pid, e.tid), e.args.get("name")?.as_str()?.to_string())))
-        .collect();
-    let arg = |e: &probe_user::timeline::trace::TraceEvent, k: &str| {
-        e.args.get(k).and_then(Value::as_u64).unwrap_or(0)
-    };
-    let mut out: HashMap<u64, Drawn> = HashMap::new();
-    for e in f.trace_events.iter().filter(|e| e.ph == "X") {
-        let id = arg(e, "episode");
-        if e.cat == cat::EPISODE {
-            let name = names.get(&(e.pid, e.tid)).context("an unnamed track")?;
-            let comm = name.rsplit_once('[').map_or(name.as_str(), |(c, _)| c);
-            let d = out.entry(id).or_insert_with(|| Drawn {
-                pid: e.pid,
-                comm: comm.to_string(),
-                values_s: HashMap::new(),
-            });
-            d.values_s
-                .insert(family::EPISODE_DURATION, arg(e, "latency_ns") as f64 / 1e9);
-        }
-    }
-    for e in f
-        .trace_events
-        .iter()
-        .filter(|e| e.ph == "X" && e.cat == cat::ATTEMPT)
-    {
-        if let Some(d) = out.get_mut(&arg(e, "episode")) {
-            for (family, key) in [
-                (family::WAIT_HELD, "wait_held_ns"),
-                (family::COLLATERAL_STALL, "collateral_ns"),
-            ] {
-                *d.values_s.entry(family).or_insert(0.0) += arg(e, key) as f64 / 1e9;
-            }
-        }
-    }
-    Ok(out)
-}
-
 #[test]
 #[ignore = "boots QEMU; needs root, ./scripts/setup.sh and a release build"]
 fn prometheus_stores_exemplars_that_name_timeline_episodes_6_1_blocking() -> Result<()> {
@@ -109,11 +72,25 @@ fn prometheus_stores_exemplars_that_name_timeline_episodes_6_1_blocking() -> Res
     )?;
     let timeline: TraceFile = read_report(&run, "timeline.json")?;
     let drawn = episodes(&timeline)?;
+    let rec = read_recording(&run, "rec.json")?;
+    labtest::assert_nothing_lost("ttmlat serve", &rec)?;
+    slowest_are_on_the_timeline(&rec, &drawn)?;
+    let window = std::fs::read_to_string(run.out_dir.join("window"))?;
+    let (t0, t1) = window
+        .split_once(' ')
+        .and_then(|(a, b)| Some((a.trim().parse::<f64>().ok()?, b.trim().parse::<f64>().ok()?)))
+        .with_context(|| format!("the run's window: {window:?}"))?;
     let scrape = std::fs::read_to_string(run.out_dir.join("scrape.om"))?;
     ensure!(
         scrape.contains(" # {pid=\"") && scrape.trim_end().ends_with("# EOF"),
         "serve's OpenMetrics scrape has no exemplars:\n{scrape}"
     );
+    let escaped = format!("comm=\"{}", om_escape(HOSTILE_COMM));
+    ensure!(
+        scrape.contains(&escaped),
+        "serve's scrape does not carry the faulting threads' comm escaped once ({escaped}):\n{scrape}"
+    );
+    let mut hostile = 0;
     for family in [
         family::WAIT_HELD,
         family::COLLATERAL_STALL,
@@ -139,22 +116,46 @@ fn prometheus_stores_exemplars_that_name_timeline_episodes_6_1_blocking() -> Res
                     .as_str()
                     .and_then(|v| v.parse().ok())
                     .context("exemplar value")?;
+                let at = x["timestamp"].as_f64().context("exemplar timestamp")?;
                 let id: u64 = episode.parse().context("episode id")?;
                 let d = drawn
                     .get(&id)
                     .with_context(|| format!("{family}: episode {id} is not on the timeline"))?;
+                // Debian's Prometheus (2.42) stores an exemplar's label values as the text
+                // has them, escapes included (it unescapes only series labels): either form
+                // names the thread.
+                let stored_as_written = om_escape(&d.comm) == comm;
                 ensure!(
-                    d.pid.to_string() == pid && d.comm == comm,
-                    "{family}: episode {id} is {}[{}] on the timeline, {comm} pid {pid} in the exemplar",
+                    d.pid.to_string() == pid && (d.comm == comm || stored_as_written),
+                    "{family}: episode {id} is {}[{}] on the timeline, {comm:?} pid {pid} in the exemplar",
                     d.comm,
                     d.pid
                 );
-                let want = d.values_s.get(family).copied().unwrap_or(0.0);
+                // "?": no holder was read.
+                ensure!(
+                    d.holder.as_deref() == Some(holder.as_str())
+                        || (holder == "?" && d.holder.is_none()),
+                    "{family}: episode {id}: holder {:?} on the timeline, {holder:?} in the exemplar",
+                    d.holder
+                );
+                let want = d
+                    .values_s
+                    .get(family)
+                    .copied()
+                    .with_context(|| format!("{family}: episode {id} has no such value"))?;
                 ensure!(
                     (value - want).abs() <= 1e-9 + want * 1e-9,
                     "{family}: episode {id}: exemplar {value} s, timeline {want} s"
                 );
-                ensure!(!holder.is_empty(), "{family}: empty holder");
+                // When the episode ended: inside the stress run (the date is read in whole
+                // seconds on either side).
+                ensure!(
+                    t0 - 1.0 <= at && at <= t1 + 1.0,
+                    "{family}: episode {id} stamped {at}, outside the run [{t0}, {t1}]"
+                );
+                if d.comm.starts_with(HOSTILE_COMM) {
+                    hostile += 1;
+                }
                 seen += 1;
             }
         }
@@ -164,7 +165,18 @@ fn prometheus_stores_exemplars_that_name_timeline_episodes_6_1_blocking() -> Res
         );
         ensure!(seen > 0, "{family}: Prometheus stored no exemplar");
     }
+    ensure!(
+        hostile > 0,
+        "no exemplar carried the faulting threads' comm {HOSTILE_COMM:?} whole"
+    );
     Ok(())
+}
+
+/// OpenMetrics' escaping of a label value.
+fn om_escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Host test: the guest script parses (a typo would otherwise show only in the lab).

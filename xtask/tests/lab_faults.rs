@@ -57,9 +57,9 @@ sleep 1
         .context("the recording could not read the state maps at the end")?;
     let (threads, waiters) = (entries.threads, entries.waiters);
     eprintln!(
-        "after SIGKILL: episodes {:?} abandoned {} threads {threads} waiters {waiters}; wchan: {}",
+        "after SIGKILL: episodes {:?} retry-no-handler {} threads {threads} waiters {waiters}; wchan: {}",
         rec.counts.episodes,
-        rec.counts.abandoned,
+        rec.counts.retry_no_handler,
         std::fs::read_to_string(run.out_dir.join("wchan.txt"))
             .unwrap_or_default()
             .replace('\n', " ")

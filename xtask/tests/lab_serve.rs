@@ -279,7 +279,7 @@ fn agrees_over(kernel: &str, ttm: TtmVariant, transport: Transport) -> Result<()
     let other_p50 = lat_other.value_at_quantile(0.5) as f64 / 1e9;
     let buckets = native_buckets(&json(&run, "q_hist.json")?)?;
     eprintln!(
-        "episodes: ttmlat record {} (non-abandoned), serve's recording {}, serve /metrics {serve_count}, prometheus {prom_count}",
+        "episodes: ttmlat record {} (timed: not retry-no-handler), serve's recording {}, serve /metrics {serve_count}, prometheus {prom_count}",
         lat_other.len(),
         lat.len()
     );

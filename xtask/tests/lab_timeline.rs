@@ -13,6 +13,7 @@ use anyhow::{Context, Result, ensure};
 use probe_user::timeline::trace::{TraceEvent, TraceFile, cat, name};
 use xtask::{
     lab::TtmVariant,
+    lab_timeline::{self, arg_u64, slowest_are_on_the_timeline},
     labtest::{self, AttemptPath, EpisodePath, Recording, read_recording, read_report},
 };
 
@@ -55,9 +56,39 @@ fn count(m: &BTreeMap<String, u64>, path: &str) -> u64 {
 fn checks(label: &str, f: &TraceFile, rec: &Recording) -> Result<()> {
     let o = &f.other_data;
     ensure!(
-        o.episodes > 0 && o.episodes_left_out == 0 && o.waiters_left_out == 0,
+        o.episodes > 0
+            && o.episodes_left_out == 0
+            && o.episodes_unfollowed == 0
+            && o.waiters_left_out == 0,
         "{label}: {o:?}"
     );
+    // The kernel's quiet counts are said as left out: uncontended episodes the recording has
+    // and the timeline does not draw.
+    let drawn_uncontended = by_path(f, cat::EPISODE)
+        .get(EpisodePath::Uncontended.name())
+        .copied()
+        .unwrap_or(0);
+    ensure!(
+        o.uncontended_left_out + drawn_uncontended
+            == count(&rec.counts.episodes, EpisodePath::Uncontended.name()),
+        "{label}: {} uncontended left out + {drawn_uncontended} drawn, the recording {}",
+        o.uncontended_left_out,
+        count(&rec.counts.episodes, EpisodePath::Uncontended.name())
+    );
+    // Every track is named (a releasing thread whose comm was never read says so).
+    let named: std::collections::HashSet<(u32, u32)> = f
+        .trace_events
+        .iter()
+        .filter(|e| e.ph == "M" && e.name == "thread_name")
+        .map(track)
+        .collect();
+    for e in f.trace_events.iter().filter(|e| e.ph != "M") {
+        ensure!(
+            named.contains(&track(e)),
+            "{label}: an unnamed track {:?}",
+            track(e)
+        );
+    }
     let slices: Vec<&TraceEvent> = f.trace_events.iter().filter(|e| e.ph == "X").collect();
     // Per path: attempt and episode slices equal the recording's counts (uncontended ones
     // are left out unless they belong to a drawn episode).
@@ -112,20 +143,33 @@ fn checks(label: &str, f: &TraceFile, rec: &Recording) -> Result<()> {
         held_slices == held_waits,
         "{label}: {held_slices} held-wait slices, the recording {held_waits} attempts that waited held"
     );
-    // Nesting: waits in an attempt, attempts and pre-lock waits in an episode.
+    // Nesting: each wait in its own attempt (same episode and attempt number), each attempt
+    // and pre-lock wait in its own episode.
     let of = |c: &'static str| slices.iter().filter(move |e| e.cat == c).copied();
+    let same = |a: &TraceEvent, b: &TraceEvent, keys: &[&str]| -> Result<bool> {
+        for k in keys {
+            if arg_u64(a, k)? != arg_u64(b, k)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    };
     for e in slices.iter().filter(|e| e.cat == cat::WAIT) {
-        ensure!(
-            of(cat::ATTEMPT).any(|a| within(e, a)),
-            "{label}: a wait outside its attempt: {e:?}"
-        );
+        let mut inside = false;
+        for a in of(cat::ATTEMPT) {
+            inside |= within(e, a) && same(e, a, &["episode", "attempt"])?;
+        }
+        ensure!(inside, "{label}: a wait outside its attempt: {e:?}");
     }
     for e in of(cat::ATTEMPT).chain(slices.iter().filter(|e| e.name == name::PRE_LOCK).copied()) {
-        ensure!(
-            of(cat::EPISODE).any(|a| within(e, a)),
-            "{label}: outside its episode: {e:?}"
-        );
+        let mut inside = false;
+        for a in of(cat::EPISODE) {
+            inside |= within(e, a) && same(e, a, &["episode"])?;
+        }
+        ensure!(inside, "{label}: outside its episode: {e:?}");
     }
+    // The recording names its slowest episodes with the timeline's ids.
+    slowest_are_on_the_timeline(rec, &lab_timeline::episodes(f)?)?;
     // Slices on a track nest or are disjoint (the trace-event format's rule; Perfetto drops
     // what overlaps partially).
     let mut by_track: HashMap<(u32, u32), Vec<(f64, f64)>> = HashMap::new();

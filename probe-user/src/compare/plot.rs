@@ -139,15 +139,18 @@ pub fn axis_unit(max_ns: f64) -> (f64, &'static str) {
     }
 }
 
-/// An axis label in the axis's unit, three significant digits at most, no trailing zeros.
+/// Significant digits of an axis label.
+const LABEL_DIGITS: i32 = 3;
+
+/// An axis label in the axis's unit with [`LABEL_DIGITS`] significant digits, however small
+/// the value is in that unit (1 µs on a seconds axis is `0.000001s`, never `0s`), no trailing
+/// zeros.
 pub fn axis_label(v_ns: f64, (scale, suffix): (f64, &str)) -> String {
     let x = v_ns / scale;
-    let decimals = if x >= 100.0 {
-        0
-    } else if x >= 10.0 {
-        1
+    let decimals = if x > 0.0 && x.is_finite() {
+        (LABEL_DIGITS - 1 - x.abs().log10().floor() as i32).max(0) as usize
     } else {
-        2
+        0
     };
     let mut s = format!("{x:.decimals$}");
     if s.contains('.') {
@@ -252,6 +255,56 @@ mod tests {
         assert_eq!(axis_unit(5e3), (1.0, "ns"));
         assert_eq!(axis_label(900.0, axis_unit(5e3)), "900ns");
         assert_eq!(axis_unit(2e10).1, "s");
+    }
+
+    /// Over latencies from 1 µs to 10 s, every axis plotters draws (its tick values) labels
+    /// each tick in the axis's one unit, none rounded to 0, none equal to its neighbour's, each
+    /// within half a unit of its third significant digit.
+    #[test]
+    fn labels_keep_their_digits_from_microseconds_to_seconds() {
+        use plotters::coord::{combinators::LogCoord, ranged1d::Ranged};
+        let decades: Vec<f64> = (3..=10).map(|e| 10f64.powi(e)).collect();
+        let mut axes = 0;
+        for (i, &lo) in decades.iter().enumerate() {
+            for &hi in &decades[i + 1..] {
+                // As draw_panel builds the axis.
+                let (y_min, y_max) = (lo / 1.2, hi * 1.2);
+                let unit = axis_unit(y_max * 1.2);
+                let coord: LogCoord<f64> = (y_min..y_max).log_scale().into();
+                // The mesh's default label count, and a crowded panel's.
+                for hint in [11usize, 3] {
+                    let mut ticks = coord.key_points(hint);
+                    // plotters repeats a decade's value as its last minor tick and as the
+                    // next decade (one place on the axis): one label.
+                    ticks.dedup_by(|b, a| (*b - *a).abs() <= *a * 1e-9);
+                    assert!(!ticks.is_empty(), "{lo}..{hi}");
+                    let labels: Vec<String> = ticks.iter().map(|t| axis_label(*t, unit)).collect();
+                    for (t, l) in ticks.iter().zip(&labels) {
+                        let number = l
+                            .strip_suffix(unit.1)
+                            .unwrap_or_else(|| panic!("{l} is not in {} ({lo}..{hi})", unit.1));
+                        let n: f64 = number.parse().unwrap_or_else(|e| panic!("{l}: {e}"));
+                        assert!(n > 0.0, "{t} ns labelled {l} ({lo}..{hi})");
+                        let want = t / unit.0;
+                        assert!((n - want).abs() <= want * 5e-3, "{t} ns labelled {l}");
+                    }
+                    assert!(
+                        labels.windows(2).all(|w| w[0] != w[1]),
+                        "{lo}..{hi}: {labels:?}"
+                    );
+                    axes += 1;
+                }
+            }
+        }
+        assert!(axes > 20);
+        let ms = axis_unit(12e6);
+        let labels: Vec<String> = [1e3, 1e4, 1e5, 1e6, 1e7]
+            .iter()
+            .map(|v| axis_label(*v, ms))
+            .collect();
+        assert_eq!(labels, ["0.001ms", "0.01ms", "0.1ms", "1ms", "10ms"]);
+        assert_eq!(axis_label(1e3, axis_unit(1.2e10)), "0.000001s");
+        assert_eq!(axis_label(0.0, ms), "0ms");
     }
 
     #[test]

@@ -33,9 +33,16 @@ pub struct Exemplar {
 }
 
 impl Exemplar {
-    /// An exemplar of the episode `episode` of process `pid`, its labels cut to the
-    /// OpenMetrics limit (the holder first, then the comm, lose characters).
-    pub fn new(value_s: f64, pid: u32, comm: &str, holder: &str, episode: u64) -> Self {
+    /// An exemplar of the episode `episode` of process `pid` that ended at `unix_s`, its
+    /// labels cut to the OpenMetrics limit (the holder first, then the comm, lose characters).
+    pub fn new(
+        value_s: f64,
+        unix_s: f64,
+        pid: u32,
+        comm: &str,
+        holder: &str,
+        episode: u64,
+    ) -> Self {
         let mut labels = vec![
             ("pid", pid.to_string()),
             ("comm", comm.to_string()),
@@ -52,13 +59,26 @@ impl Exemplar {
         }
         Self {
             value_s,
-            unix_s: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64()),
+            unix_s,
             labels,
             at: Instant::now(),
         }
     }
+}
+
+/// The wall-clock time (Unix seconds) of a CLOCK_MONOTONIC instant in ns (the probes'
+/// clock): an exemplar's timestamp is when its episode ended, not when userspace read it.
+/// The two clocks are read back to back; a clock step since the episode moves it with it.
+pub fn unix_seconds_of_monotonic(ns: u64) -> f64 {
+    let now_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let now_mono = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map_or(0.0, |t| t.tv_sec() as f64 + t.tv_nsec() as f64 * 1e-9);
+    if ns == 0 || now_mono == 0.0 {
+        return now_unix;
+    }
+    now_unix - (now_mono - ns as f64 * 1e-9)
 }
 
 /// The exemplars of every series, the slowest recent one each.
@@ -89,7 +109,8 @@ impl Exemplars {
         }
     }
 
-    /// The OpenMetrics exposition `text` with the exemplars appended to their bucket lines.
+    /// The OpenMetrics exposition `text` with the exemplars appended to their bucket lines
+    /// (those of the last [`WINDOW`]: a series without a recent episode has none).
     pub fn decorate(&self, text: &str) -> String {
         let Ok(map) = self.by_series.lock() else {
             return text.to_string();
@@ -101,6 +122,7 @@ impl Exemplars {
             if let Some((series, le)) = bucket_line(line, &map)
                 && let Some((key, e)) = map.get_key_value(&series)
                 && e.value_s <= le
+                && e.at.elapsed() <= WINDOW
                 && !placed.contains(&key)
             {
                 placed.push(key);
@@ -200,12 +222,12 @@ mod tests {
         x.offer(
             "h",
             &series("held"),
-            Exemplar::new(0.002, 7, "ttm-fault-0", "pop[9]", 3),
+            Exemplar::new(0.002, 1_700_000_000.25, 7, "ttm-fault-0", "pop[9]", 3),
         );
         x.offer(
             "h",
             &series("held"),
-            Exemplar::new(0.0005, 7, "ttm-fault-1", "pop[9]", 4),
+            Exemplar::new(0.0005, 1_700_000_001.0, 7, "ttm-fault-1", "pop[9]", 4),
         );
         let out = x.decorate(TEXT);
         let lines: Vec<&str> = out.lines().collect();
@@ -216,7 +238,8 @@ mod tests {
         assert!(
             lines[2].starts_with(
                 "h_bucket{path=\"held\",driver=\"bochs\",le=\"0.01\"} 2 # \
-                 {pid=\"7\",comm=\"ttm-fault-0\",holder=\"pop[9]\",episode=\"3\"} 0.002 "
+                 {pid=\"7\",comm=\"ttm-fault-0\",holder=\"pop[9]\",episode=\"3\"} 0.002 \
+                 1700000000.250"
             ),
             "{out}"
         );
@@ -232,7 +255,7 @@ mod tests {
         x.offer(
             "h",
             &series("held"),
-            Exemplar::new(0.02, 1, evil, &long, u64::MAX),
+            Exemplar::new(0.02, 1.0, 1, evil, &long, u64::MAX),
         );
         let out = x.decorate(TEXT);
         let line = out
@@ -250,5 +273,53 @@ mod tests {
             .sum();
         assert!(chars <= MAX_LABEL_CHARS, "{chars}");
         assert_eq!(labels[3].1, u64::MAX.to_string());
+    }
+
+    #[test]
+    fn a_long_hostile_comm_is_cut_after_the_holder_and_stays_escaped() {
+        let x = Exemplars::default();
+        let evil = "\"\\\n}".repeat(40);
+        x.offer(
+            "h",
+            &series("held"),
+            Exemplar::new(0.02, 1.0, 1, &evil, "pop[9]", 5),
+        );
+        let out = x.decorate(TEXT);
+        let exemplar = out
+            .lines()
+            .find_map(|l| l.split_once(" # "))
+            .expect("an exemplar")
+            .1;
+        // One line: no raw newline or unescaped quote got through.
+        assert_eq!(out.lines().count(), TEXT.lines().count(), "{out}");
+        let labels =
+            parse_labels(exemplar.strip_prefix('{').expect("a label set")).expect("parses back");
+        let names: Vec<&str> = labels.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["pid", "comm", "holder", "episode"]);
+        assert_eq!(labels[2].1, "", "the holder is cut first");
+        assert!(evil.starts_with(&labels[1].1) && !labels[1].1.is_empty());
+        let chars: usize = labels
+            .iter()
+            .map(|(k, v)| k.chars().count() + v.chars().count())
+            .sum();
+        assert!(chars <= MAX_LABEL_CHARS, "{chars}");
+    }
+
+    #[test]
+    fn an_exemplar_older_than_the_window_is_not_served() {
+        let x = Exemplars::default();
+        let mut old = Exemplar::new(0.002, 1.0, 7, "ttm-fault-0", "pop[9]", 3);
+        old.at = Instant::now()
+            .checked_sub(WINDOW + Duration::from_secs(1))
+            .expect("the machine has been up longer than the window");
+        x.offer("h", &series("held"), old);
+        assert!(!x.decorate(TEXT).contains(" # {"));
+        // A newer one replaces it, however fast.
+        x.offer(
+            "h",
+            &series("held"),
+            Exemplar::new(0.0001, 2.0, 7, "ttm-fault-1", "pop[9]", 4),
+        );
+        assert!(x.decorate(TEXT).contains("episode=\"4\""));
     }
 }

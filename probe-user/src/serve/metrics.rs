@@ -431,14 +431,12 @@ impl Feeder {
         }
         // Exemplars: episodes sent one by one (quiet counts have no id).
         if e.id != 0 {
-            let holder = e.holder.map_or_else(
-                || "?".to_string(),
-                |(tgid, comm)| format!("{}[{tgid}]", cstr(&comm)),
-            );
+            let holder = e.holder.map_or_else(|| "?".to_string(), |h| h.label());
             let comm = cstr(&e.comm);
+            let at = super::exemplars::unix_seconds_of_monotonic(e.end_ns);
             let offer = |family: &'static str, labels: &Labels, ns: u64| {
                 if ns > 0 {
-                    let x = Exemplar::new(seconds(ns), e.tgid, &comm, &holder, e.id);
+                    let x = Exemplar::new(seconds(ns), at, e.tgid, &comm, &holder, e.id);
                     m.exemplars.offer(family, labels, x);
                 }
             };

@@ -358,6 +358,8 @@ async fn serve(args: &ServeArgs) -> Result<()> {
     .await;
     server.stop();
     let outcome = outcome?;
+    eprint!("{}", crate::prog_fdinfo::render(&outcome.program_costs));
+    outcome.warn_read_errors();
     if let Ok(mut f) = feeder.lock() {
         f.stats(&outcome.stats);
     }

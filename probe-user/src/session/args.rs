@@ -18,7 +18,7 @@ pub struct TraceArgs {
     pub ring_buffer_kib: u32,
     /// Return-probe instances per probed function (threads that may sleep inside at once;
     /// the kernel accepts at most 4096).
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    #[arg(long, default_value_t = DEFAULT_MAXACTIVE, value_parser = parse_maxactive)]
     pub maxactive: u32,
     /// Create this file once the probes are attached (for scripts and tests).
     #[arg(long)]
@@ -70,6 +70,28 @@ pub struct TraceArgs {
     /// reads to every run of every BPF program on the machine).
     #[arg(long)]
     pub program_costs: bool,
+}
+
+/// `--maxactive` when not given.
+pub const DEFAULT_MAXACTIVE: u32 = 1024;
+/// The most return-probe instances the kernel gives a kretprobe (`KRETPROBE_MAXACTIVE_MAX`).
+pub const MAX_MAXACTIVE: u32 = 4096;
+
+/// `--maxactive` of every command that traces (`record`, `live`, `serve`, `bench`): 1 to
+/// [`MAX_MAXACTIVE`]; more is refused, not clamped.
+pub fn parse_maxactive(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number"))?;
+    if (1..=MAX_MAXACTIVE).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!(
+            "{n} is out of range: return-probe instances must be 1 to {MAX_MAXACTIVE} (the \
+             kernel's limit)"
+        ))
+    }
 }
 
 /// See [`TraceArgs::hook_sites`].

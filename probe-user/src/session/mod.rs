@@ -19,7 +19,10 @@ use crate::{
 mod args;
 mod startup;
 
-pub use args::{HookSites, TraceArgs, VmlinuxHooks, choose_sites};
+pub use args::{
+    DEFAULT_MAXACTIVE, HookSites, MAX_MAXACTIVE, TraceArgs, VmlinuxHooks, choose_sites,
+    parse_maxactive,
+};
 
 pub struct Outcome {
     pub total: Aggregate,
@@ -245,7 +248,7 @@ pub async fn run_with_sink(
             None => hook_sites,
         }),
         handlers: plan.handler_notes(),
-        contention_source: format!("{:?}", plan.contention),
+        contention_source: plan.contention.describe(),
         drivers_seen: Vec::new(),
         filters: Default::default(),
         start_unix_ns: unix_ns(),
@@ -347,9 +350,12 @@ pub async fn run_with_sink(
             list.join(", ")
         );
     }
+    // Printed by the caller's report (`serve`: on stderr).
     let program_costs = if stats_enabled.is_some() {
-        let costs = probes.program_costs();
-        eprint!("{}", crate::prog_fdinfo::render(&costs));
+        let (costs, failed) = probes.program_costs();
+        for e in failed {
+            errors.note(e);
+        }
         costs
     } else {
         Default::default()

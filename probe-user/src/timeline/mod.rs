@@ -74,10 +74,11 @@ impl TimelineArgs {
             let o = &t.left_out;
             eprintln!(
                 "ttmlat: timeline of {} episodes written to {} (left out: {} over \
-                 --timeline-max, {} uncontended, {} stalled waits)",
+                 --timeline-max, {} not followed to their end, {} uncontended, {} stalled waits)",
                 t.episodes.len(),
                 path.display(),
                 o.episodes,
+                o.unfollowed,
                 o.uncontended,
                 o.waiters
             );
@@ -104,7 +105,12 @@ pub struct Episode {
 /// What the timeline left out (written into the file).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LeftOut {
+    /// Over `--timeline-max`.
     pub episodes: u64,
+    /// Whose attempts could not be followed to their end (a lost episode end, or the
+    /// open-episode bound), so there is nothing whole to draw.
+    pub unfollowed: u64,
+    /// Uncontended, sent one by one or counted in the kernel (quiet counts).
     pub uncontended: u64,
     pub waiters: u64,
 }
@@ -160,7 +166,7 @@ impl Timeline {
     ) {
         if attempts.is_empty() {
             // Its attempts were dropped (open-episode bound): nothing to draw.
-            self.left_out.episodes += 1;
+            self.left_out.unfollowed += 1;
             return;
         }
         if !self.keep_uncontended && !interesting(&attempts) {
@@ -182,13 +188,13 @@ impl Timeline {
     fn attempt(&mut self, a: &AttemptEvent, ended: Option<EpisodeEnd>) {
         if a.attempt <= 1 && self.open.remove(&a.tid).is_some() {
             // A new fault while the thread's last one was open: its end was lost.
-            self.left_out.episodes += 1;
+            self.left_out.unfollowed += 1;
         }
         let mut attempts = if a.flags & attempt_flag::EPISODE_END != 0 {
             self.open.remove(&a.tid).unwrap_or_default()
         } else {
             if self.open.len() >= MAX_OPEN_EPISODES && !self.open.contains_key(&a.tid) {
-                self.left_out.episodes += self.open.len() as u64;
+                self.left_out.unfollowed += self.open.len() as u64;
                 self.open.clear();
             }
             self.open
@@ -233,7 +239,9 @@ impl RecordSink for Timeline {
                     self.left_out.waiters += 1;
                 }
             }
-            Record::Waiter(_) | Record::Quiet(_) => {}
+            // Uncontended episodes the kernel counted instead of sending.
+            Record::Quiet(q) => self.left_out.uncontended += q.count,
+            Record::Waiter(_) => {}
         }
     }
 }

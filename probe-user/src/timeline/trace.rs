@@ -31,7 +31,12 @@ pub struct OtherData {
     pub clock: String,
     pub episodes: u64,
     pub max_episodes: u64,
+    /// Over `--timeline-max`.
     pub episodes_left_out: u64,
+    /// Episodes whose attempts could not be followed to their end (lost episode ends).
+    #[serde(default)]
+    pub episodes_unfollowed: u64,
+    /// Uncontended episodes, including those the kernel counted instead of sending.
     pub uncontended_left_out: u64,
     pub waiters_left_out: u64,
     /// Stalled mmap_lock waits whose held reservation wait is not on the timeline.
@@ -285,7 +290,8 @@ impl Builder {
                 .push(mark("e", name::HOLD, cat::HOLDER, holder, a.release_ns, id));
         }
         // The wake-up: the flow ends inside the wait slice, just before its end.
-        let wake = a.wait_end_ns.saturating_sub(1).max(a.wait_start_ns);
+        let inside = WAKE_INSIDE_NS.min(a.wait_end_ns.saturating_sub(a.wait_start_ns) / 2);
+        let wake = a.wait_end_ns - inside;
         self.flow(name::FLOW_WAKE, holder, track, a.release_ns, wake);
     }
 
@@ -326,6 +332,14 @@ fn order(e: &TraceEvent) -> (u8, i64) {
     (rank, -((e.dur.unwrap_or(0.0) * 1000.0) as i64))
 }
 
+/// The name of a thread whose comm the probes never read.
+pub const UNSEEN_COMM: &str = "(comm not seen)";
+
+/// How far inside the wait the wake-up arrow ends (at most; half the wait if shorter): the
+/// microsecond floats of the format keep whole nanoseconds only up to some 11 days of uptime,
+/// so an arrow 1 ns before the end could land on it.
+const WAKE_INSIDE_NS: u64 = 1_000;
+
 /// The timeline as a trace file.
 pub fn render(t: &Timeline) -> TraceFile {
     let mut b = Builder::default();
@@ -350,6 +364,17 @@ pub fn render(t: &Timeline) -> TraceFile {
             json!({"name": comm}),
         ));
     }
+    // A releasing thread that neither faulted nor was read as a holder has no known comm:
+    // its track says so rather than being left unnamed.
+    let unseen: std::collections::BTreeSet<(u32, u32)> = b
+        .events
+        .iter()
+        .map(|e| (e.pid, e.tid))
+        .filter(|t| !b.threads.contains_key(t))
+        .collect();
+    for (pid, tid) in unseen {
+        b.threads.insert((pid, tid), UNSEEN_COMM.to_string());
+    }
     for ((pid, tid), comm) in &b.threads {
         events.push(with(
             meta("thread_name", *pid, *tid),
@@ -359,6 +384,7 @@ pub fn render(t: &Timeline) -> TraceFile {
     events.extend(b.events);
     let LeftOut {
         episodes,
+        unfollowed,
         uncontended,
         waiters,
     } = t.left_out;
@@ -371,6 +397,7 @@ pub fn render(t: &Timeline) -> TraceFile {
             episodes: t.episodes.len() as u64,
             max_episodes: t.max as u64,
             episodes_left_out: episodes,
+            episodes_unfollowed: unfollowed,
             uncontended_left_out: uncontended,
             waiters_left_out: waiters,
             waiters_unlinked: unlinked,

@@ -73,6 +73,11 @@ pub struct StressArgs {
     /// Pause between victim iterations.
     #[arg(long, default_value = "100us", value_parser = humantime::parse_duration)]
     pub victim_interval: Duration,
+    /// The faulting threads' comm: this prefix and the thread's number, cut to the kernel's
+    /// 15 bytes (observers filter on it; the lab also gives it quotes and newlines, to see
+    /// that every sink escapes what a process may call itself).
+    #[arg(long, default_value = "ttm-fault-", value_parser = fault_comm)]
+    pub fault_comm: String,
     /// DRM device (default: the first /dev/dri/card* with dumb buffers).
     #[arg(long)]
     pub device: Option<PathBuf>,
@@ -235,8 +240,9 @@ fn render(r: &StressReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "stress {:?}: {} rounds of {} threads on a fresh {} B buffer, {} ({}), pid {}, {:.2} s{}",
-        r.scenario,
+        "stress {}: {} rounds of {} threads on a fresh {} B buffer, {} ({}), pid {}, {:.2} s{}",
+        clap::ValueEnum::to_possible_value(&r.scenario)
+            .map_or_else(|| "—".to_string(), |v| v.get_name().to_string()),
         r.rounds_done,
         r.threads,
         r.size,
@@ -280,13 +286,13 @@ fn one_round(args: &StressArgs, dev: &Device, holder: Option<&mut Holder>) -> Re
     let pages = map.pages();
     match (args.scenario, holder) {
         (Scenario::FirstTouch, _) => Ok(RoundResult {
-            first_touch_ns: touch_together(&map, args.threads, pages, args.adjacent, || Ok(()))?,
+            first_touch_ns: touch_together(&map, args, pages, || Ok(()))?,
             populate_ns: None,
         }),
         (Scenario::CrossProcess, Some(h)) => {
             h.begin_populate(offset, map.len)?;
             let lead = args.holder_lead;
-            let ft = touch_together(&map, args.threads, pages, args.adjacent, || {
+            let ft = touch_together(&map, args, pages, || {
                 std::thread::sleep(lead);
                 Ok(())
             })?;
@@ -308,16 +314,25 @@ fn one_round(args: &StressArgs, dev: &Device, holder: Option<&mut Holder>) -> Re
     }
 }
 
+/// `--fault-comm`: any bytes but NUL, at most 12 (room for the thread's number).
+fn fault_comm(s: &str) -> Result<String> {
+    anyhow::ensure!(
+        !s.contains('\0') && s.len() <= 12,
+        "--fault-comm must be at most 12 bytes without NUL (the kernel keeps 15 of a comm)"
+    );
+    Ok(s.to_string())
+}
+
 /// T threads wait at a barrier, then each touches its own page of the fresh buffer (spread, or
 /// adjacent); returns
 /// each thread's first-touch latency. `before_go` runs on this thread before it releases them.
 fn touch_together(
     map: &Mapping,
-    threads: usize,
+    args: &StressArgs,
     pages: usize,
-    adjacent: bool,
     before_go: impl FnOnce() -> Result<()>,
 ) -> Result<Vec<u64>> {
+    let (threads, adjacent) = (args.threads, args.adjacent);
     let barrier = Barrier::new(threads + 1);
     let results = Mutex::new(vec![0u64; threads]);
     std::thread::scope(|s| -> Result<()> {
@@ -327,7 +342,7 @@ fn touch_together(
             // Named threads: the comm "ttm-fault-N" lets an independent observer (tracefs
             // filters in the lab tests) pick out exactly these faults.
             std::thread::Builder::new()
-                .name(format!("ttm-fault-{i}"))
+                .name(format!("{}{i}", args.fault_comm))
                 .spawn_scoped(s, move || {
                     // Spread threads over the buffer so each takes its own fault, or side by
                     // side (--adjacent) so that one fault maps the others' pages.
