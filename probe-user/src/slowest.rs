@@ -24,6 +24,15 @@ pub const METRICS: [Metric; 3] = [
     Metric::CollateralStall,
 ];
 
+/// The episode path of that name (series are keyed by it: offering an episode allocates
+/// nothing unless it is kept).
+fn static_path(name: &str) -> Option<&'static str> {
+    crate::attribution::EpisodePath::ALL
+        .iter()
+        .map(|p| p.name())
+        .find(|n| *n == name)
+}
+
 /// One slow episode, as stored in the recording.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SlowEpisode {
@@ -56,7 +65,7 @@ pub struct SlowEpisode {
 /// The slowest episodes per (metric, path), slowest first.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Slowest {
-    by_series: BTreeMap<(Metric, String), Vec<SlowEpisode>>,
+    by_series: BTreeMap<(Metric, &'static str), Vec<SlowEpisode>>,
 }
 
 impl Slowest {
@@ -97,19 +106,20 @@ impl Slowest {
         }
     }
 
-    fn would_keep(&self, metric: Metric, path: &str, value_ns: u64) -> bool {
+    fn would_keep(&self, metric: Metric, path: &'static str, value_ns: u64) -> bool {
         self.by_series
-            .get(&(metric, path.to_string()))
+            .get(&(metric, path))
             .is_none_or(|v| v.len() < PER_SERIES || v.last().is_some_and(|l| l.value_ns < value_ns))
     }
 
-    /// Keeps `e` if it is among its series' slowest (an entry whose metric is unknown is
-    /// ignored: recordings are read by [`Slowest::from_entries`], which says so).
+    /// Keeps `e` if it is among its series' slowest (an entry whose metric or path is
+    /// unknown is ignored: recordings are read by [`Slowest::from_entries`], which says so).
     fn insert(&mut self, e: SlowEpisode) {
-        let Some(metric) = Metric::from_name(&e.metric) else {
+        let (Some(metric), Some(path)) = (Metric::from_name(&e.metric), static_path(&e.path))
+        else {
             return;
         };
-        let v = self.by_series.entry((metric, e.path.clone())).or_default();
+        let v = self.by_series.entry((metric, path)).or_default();
         let at = v.partition_point(|k| k.value_ns >= e.value_ns);
         if at < PER_SERIES {
             v.insert(at, e);
@@ -142,10 +152,12 @@ impl Slowest {
         let mut s = Self::default();
         for e in entries {
             anyhow::ensure!(
-                Metric::from_name(&e.metric).is_some_and(|m| METRICS.contains(&m)),
-                "slowest episode {} has an unknown metric {:?}",
+                Metric::from_name(&e.metric).is_some_and(|m| METRICS.contains(&m))
+                    && static_path(&e.path).is_some(),
+                "slowest episode {} has an unknown metric {:?} or path {:?}",
                 e.episode,
-                e.metric
+                e.metric,
+                e.path
             );
             s.insert(e.clone());
         }
@@ -302,6 +314,9 @@ mod tests {
         assert_eq!(sessions, vec![Some(2), Some(1)]);
         let mut bad = a.entries(1);
         bad[0].metric = "retries".into();
+        assert!(Slowest::from_entries(&bad).is_err());
+        let mut bad = a.entries(1);
+        bad[0].path = "abandoned-ish".into();
         assert!(Slowest::from_entries(&bad).is_err());
         Ok(())
     }
